@@ -1,0 +1,26 @@
+/* backend_cuda.h — entry points of the CUDA backend (the .cu files beside it).
+ *
+ * Only core/backend.c calls these, through weak references, so a build
+ * without nvcc links without them and gml_backend_create("cuda") reports
+ * GML_ERR_NO_DEVICE. The backend returned is owned by the caller and freed
+ * with gml_backend_destroy.
+ */
+#ifndef GML_BACKEND_CUDA_H
+#define GML_BACKEND_CUDA_H
+
+#include "core/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Number of CUDA devices visible (0 when the driver or devices are missing). */
+int gml_cuda_device_count(void);
+/* bf16 backend on device `device_index` with its own stream, cuBLASLt handle
+ * and workspace. */
+gml_status gml_backend_cuda_create(int device_index, gml_backend **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,175 @@
+/* cuda_common.cuh — private plumbing shared by the CUDA backend's .cu files:
+ * the checking macros (CUDA_CHECK, CUBLAS_CHECK, CUDA_CHECK_LAUNCH), the
+ * backend context (device, stream, cuBLASLt handle and workspace, grow-only
+ * scratch, allocation accounting), small device helpers (bf16 <-> f32, warp
+ * reductions) and the declarations of every op each .cu file implements.
+ *
+ * Not for: anything outside kernels/cuda (the public entry points are in
+ * backend_cuda.h); the op contracts themselves (core/backend.h is the
+ * authority, the comments here only say which file holds what).
+ */
+#ifndef GML_CUDA_COMMON_CUH
+#define GML_CUDA_COMMON_CUH
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/backend.h"
+#include "core/status.h"
+
+/* ---- checking macros: record the failing call, its error and file:line ----
+ * On failure the CUDA "last error" is read (and so cleared) so that a later
+ * CUDA_CHECK_LAUNCH does not report a stale, already-handled error. */
+#define CUDA_CHECK(call)                                                                                               \
+    do {                                                                                                               \
+        cudaError_t cuda_e_ = (call);                                                                                  \
+        if (cuda_e_ != cudaSuccess) {                                                                                  \
+            (void)cudaGetLastError();                                                                                  \
+            return gml_error_set(GML_ERR_BACKEND, "%s failed: %s (%s)", #call, cudaGetErrorName(cuda_e_),              \
+                                 cudaGetErrorString(cuda_e_));                                                         \
+        }                                                                                                              \
+    } while (0)
+
+/* Like CUDA_CHECK, but sets `st` and jumps to `label` (cleanup paths). */
+#define CUDA_CHECK_GOTO(call, st, label)                                                                               \
+    do {                                                                                                               \
+        cudaError_t cuda_e_ = (call);                                                                                  \
+        if (cuda_e_ != cudaSuccess) {                                                                                  \
+            (void)cudaGetLastError();                                                                                  \
+            (st) = gml_error_set(GML_ERR_BACKEND, "%s failed: %s (%s)", #call, cudaGetErrorName(cuda_e_),              \
+                                 cudaGetErrorString(cuda_e_));                                                         \
+            goto label;                                                                                                \
+        }                                                                                                              \
+    } while (0)
+
+/* After every kernel launch: catches bad launch configurations at once (and
+ * earlier asynchronous faults, which are sticky). `what` names the kernel. */
+#define CUDA_CHECK_LAUNCH(what)                                                                                        \
+    do {                                                                                                               \
+        cudaError_t cuda_e_ = cudaGetLastError();                                                                      \
+        if (cuda_e_ != cudaSuccess)                                                                                    \
+            return gml_error_set(GML_ERR_BACKEND, "launch of %s failed: %s (%s)", (what), cudaGetErrorName(cuda_e_),   \
+                                 cudaGetErrorString(cuda_e_));                                                         \
+    } while (0)
+
+#define CUBLAS_CHECK_GOTO(call, st, label)                                                                             \
+    do {                                                                                                               \
+        cublasStatus_t cublas_s_ = (call);                                                                             \
+        if (cublas_s_ != CUBLAS_STATUS_SUCCESS) {                                                                      \
+            (st) = gml_error_set(GML_ERR_BACKEND, "%s failed: %s (%s)", #call, cublasLtGetStatusName(cublas_s_),       \
+                                 cublasLtGetStatusString(cublas_s_));                                                  \
+            goto label;                                                                                                \
+        }                                                                                                              \
+    } while (0)
+
+#define CUBLAS_CHECK(call)                                                                                             \
+    do {                                                                                                               \
+        cublasStatus_t cublas_s_ = (call);                                                                             \
+        if (cublas_s_ != CUBLAS_STATUS_SUCCESS)                                                                        \
+            return gml_error_set(GML_ERR_BACKEND, "%s failed: %s (%s)", #call, cublasLtGetStatusName(cublas_s_),       \
+                                 cublasLtGetStatusString(cublas_s_));                                                  \
+    } while (0)
+
+/* ---- the backend context (gml_backend.ctx) ---- */
+
+/* One live allocation made through alloc, for in_use accounting on free. */
+typedef struct {
+    void *ptr; /* NULL: empty slot; CUDA_ALLOC_TOMBSTONE: deleted */
+    size_t bytes;
+} gml_cuda_alloc_slot;
+
+typedef struct {
+    int device;                /* CUDA ordinal */
+    cudaStream_t stream;       /* every op runs on it */
+    cublasLtHandle_t lt;       /* cuBLASLt handle */
+    void *lt_workspace;        /* cuBLASLt workspace, lt_workspace_bytes */
+    size_t lt_workspace_bytes; /* bytes (32 MiB) */
+    void *scratch;             /* grow-only device scratch for partial sums etc. */
+    size_t scratch_bytes;      /* bytes */
+    void *staging;             /* grow-only host buffer for upload/download conversions */
+    size_t staging_bytes;      /* bytes */
+    /* open-addressing hash (linear probing) of live allocations */
+    gml_cuda_alloc_slot *slots;
+    size_t n_slots; /* capacity, a power of two */
+    size_t n_used;  /* live + tombstones */
+    size_t in_use;  /* bytes allocated through alloc, now */
+    size_t peak;    /* bytes, most ever at once */
+} gml_cuda_ctx;
+
+static inline gml_cuda_ctx *cuda_ctx(gml_backend *be) { return (gml_cuda_ctx *)be->ctx; }
+
+/* Makes be's device current (cheap when it already is) and returns its ctx. */
+gml_status gml_cuda_enter(gml_backend *be, gml_cuda_ctx **ctx);
+/* A device scratch buffer of at least `bytes`, valid until the next call of
+ * this function; grows (after a stream sync) but never shrinks. Ops use it
+ * for per-block partial sums; stream order makes reuse across ops safe. */
+gml_status gml_cuda_scratch(gml_cuda_ctx *ctx, size_t bytes, void **out);
+
+/* ---- launch helpers ---- */
+static inline unsigned cuda_ceil_div(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+/* Blocks for a grid-stride loop over n elements with `threads` per block. */
+static inline unsigned cuda_grid_for(size_t n, unsigned threads) {
+    size_t blocks = (n + threads - 1) / threads;
+    if (blocks < 1) blocks = 1;
+    if (blocks > 65535u * 8u) blocks = 65535u * 8u;
+    return (unsigned)blocks;
+}
+
+/* ---- device helpers ---- */
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16(x); } /* round-to-nearest-even */
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* ---- ops, by file (signatures as in struct gml_backend_i) ---- */
+/* elementwise.cu */
+gml_status gml_cuda_cast_f32_to_act(gml_backend *be, void *dst, const float *src, size_t n);
+gml_status gml_cuda_gelu_forward(gml_backend *be, void *out, const void *inp, size_t n);
+gml_status gml_cuda_gelu_backward(gml_backend *be, void *dinp, const void *inp, const void *dout, size_t n);
+gml_status gml_cuda_residual_forward(gml_backend *be, void *out, const void *a, const void *b, size_t n);
+/* encoder.cu */
+gml_status gml_cuda_encoder_forward(gml_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,
+                                    int B, int T, int C);
+gml_status gml_cuda_encoder_backward(gml_backend *be, float *dwte, float *dwpe, const void *dout, const int32_t *tokens,
+                                     int B, int T, int C);
+/* layernorm.cu */
+gml_status gml_cuda_layernorm_forward(gml_backend *be, void *out, float *mean, float *rstd, const void *inp,
+                                      const void *weight, const void *bias, int N, int C);
+gml_status gml_cuda_layernorm_backward(gml_backend *be, void *dinp, float *dweight, float *dbias, const void *dout,
+                                       const void *inp, const void *weight, const float *mean, const float *rstd, int N,
+                                       int C);
+/* matmul.cu */
+gml_status gml_cuda_matmul_forward(gml_backend *be, void *out, const void *inp, const void *weight, const void *bias,
+                                   int N, int IC, int OC);
+gml_status gml_cuda_matmul_backward(gml_backend *be, void *dinp, float *dweight, float *dbias, const void *dout,
+                                    const void *inp, const void *weight, int N, int IC, int OC);
+/* attention.cu */
+gml_status gml_cuda_attention_forward(gml_backend *be, void *out, float *lse, const void *qkv, int B, int T, int C,
+                                      int NH);
+gml_status gml_cuda_attention_backward(gml_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
+                                       const float *lse, int B, int T, int C, int NH);
+/* classifier.cu */
+gml_status gml_cuda_classifier_forward_backward(gml_backend *be, float *losses, void *logits, const int32_t *targets,
+                                                float dscale, int N, int V, int Vp);
+/* optimizer.cu */
+gml_status gml_cuda_sum_accumulate(gml_backend *be, float *acc, const float *x, size_t n);
+gml_status gml_cuda_sumsq_accumulate(gml_backend *be, float *acc, const float *x, size_t n);
+gml_status gml_cuda_adamw_update(gml_backend *be, float *param, void *param_act, const float *grad, float *m, float *v,
+                                 size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+                                 float grad_scale, int t);
+
+#endif

@@ -1,0 +1,158 @@
+/* layernorm.cu — LayerNorm over the last dimension on the GPU, forward and
+ * backward (eps = 1e-5), bf16 activations with f32 math and statistics.
+ *
+ * Forward: one warp per row; two passes over the row (mean, then variance of
+ * x - mean) so the variance does not cancel; saves mean and rstd (f32).
+ * Backward: one warp per row for dinp (+=, bf16 read-modify-write); dweight
+ * and dbias (f32 +=) are column sums over rows done deterministically: blocks
+ * of 32 columns x a chunk of rows write partial sums to scratch, then one
+ * thread per column adds the partials in a fixed order.
+ * Not for: RMSNorm or any other normalisation.
+ */
+#include "kernels/cuda/cuda_common.cuh"
+
+#define LN_EPS            1e-5f
+#define LN_WARPS          8  /* rows per block in the per-row kernels */
+#define LN_ROWS_PER_CHUNK 64 /* rows one partial-sum block covers, at least */
+#define LN_MAX_CHUNKS     512
+
+__global__ void layernorm_forward_kernel(bf16 *out /* (N,C) */, float *mean /* (N) */, float *rstd /* (N) */,
+                                         const bf16 *inp /* (N,C) */, const bf16 *weight /* (C) */,
+                                         const bf16 *bias /* (C) */, int N, int C) {
+    int lane = threadIdx.x & 31;
+    int row = blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
+    if (row >= N) return; /* whole warp leaves together */
+    const bf16 *x = inp + (size_t)row * C;
+    float s = 0.0f;
+    for (int c = lane; c < C; c += 32)
+        s += bf2f(x[c]);
+    float m = warp_sum(s) / (float)C;
+    float v = 0.0f;
+    for (int c = lane; c < C; c += 32) {
+        float d = bf2f(x[c]) - m;
+        v += d * d;
+    }
+    v = warp_sum(v) / (float)C;
+    float rs = rsqrtf(v + LN_EPS);
+    bf16 *o = out + (size_t)row * C;
+    for (int c = lane; c < C; c += 32)
+        o[c] = f2bf((bf2f(x[c]) - m) * rs * bf2f(weight[c]) + bf2f(bias[c]));
+    if (lane == 0) {
+        mean[row] = m;
+        rstd[row] = rs;
+    }
+}
+
+/* dinp += rstd * (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat)), dnorm = dout * weight */
+__global__ void layernorm_backward_dinp_kernel(bf16 *dinp /* (N,C) += */, const bf16 *dout /* (N,C) */,
+                                               const bf16 *inp /* (N,C) */, const bf16 *weight /* (C) */,
+                                               const float *mean /* (N) */, const float *rstd /* (N) */, int N, int C) {
+    int lane = threadIdx.x & 31;
+    int row = blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
+    if (row >= N) return;
+    const bf16 *x = inp + (size_t)row * C;
+    const bf16 *dy = dout + (size_t)row * C;
+    float m = mean[row], rs = rstd[row];
+    float sum_dn = 0.0f, sum_dn_xhat = 0.0f;
+    for (int c = lane; c < C; c += 32) {
+        float xhat = (bf2f(x[c]) - m) * rs;
+        float dn = bf2f(dy[c]) * bf2f(weight[c]);
+        sum_dn += dn;
+        sum_dn_xhat += dn * xhat;
+    }
+    float mean_dn = warp_sum(sum_dn) / (float)C;
+    float mean_dn_xhat = warp_sum(sum_dn_xhat) / (float)C;
+    bf16 *dx = dinp + (size_t)row * C;
+    for (int c = lane; c < C; c += 32) {
+        float xhat = (bf2f(x[c]) - m) * rs;
+        float dn = bf2f(dy[c]) * bf2f(weight[c]);
+        float g = rs * (dn - mean_dn - xhat * mean_dn_xhat);
+        dx[c] = f2bf(bf2f(dx[c]) + g);
+    }
+}
+
+/* Block (32, 8): 32 columns x 8 row lanes; blockIdx.y picks a chunk of rows.
+ * partial_dw/partial_db: (gridDim.y, C). */
+__global__ void layernorm_backward_params_partial_kernel(float *partial_dw, float *partial_db,
+                                                         const bf16 *dout /* (N,C) */, const bf16 *inp /* (N,C) */,
+                                                         const float *mean, const float *rstd, int N, int C,
+                                                         int rows_per_chunk) {
+    __shared__ float sh_dw[8][33];
+    __shared__ float sh_db[8][33];
+    int c = blockIdx.x * 32 + threadIdx.x;
+    int r0 = blockIdx.y * rows_per_chunk;
+    int r1 = min(N, r0 + rows_per_chunk);
+    float dw = 0.0f, db = 0.0f;
+    if (c < C) {
+        for (int r = r0 + threadIdx.y; r < r1; r += 8) {
+            float dy = bf2f(dout[(size_t)r * C + c]);
+            float xhat = (bf2f(inp[(size_t)r * C + c]) - mean[r]) * rstd[r];
+            dw += dy * xhat;
+            db += dy;
+        }
+    }
+    sh_dw[threadIdx.y][threadIdx.x] = dw;
+    sh_db[threadIdx.y][threadIdx.x] = db;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        float sw = 0.0f, sb = 0.0f;
+        for (int k = 0; k < 8; k++) {
+            sw += sh_dw[k][threadIdx.x];
+            sb += sh_db[k][threadIdx.x];
+        }
+        partial_dw[(size_t)blockIdx.y * C + c] = sw;
+        partial_db[(size_t)blockIdx.y * C + c] = sb;
+    }
+}
+
+__global__ void layernorm_backward_params_final_kernel(float *dweight /* (C) += */, float *dbias /* (C) += */,
+                                                       const float *partial_dw, const float *partial_db, int chunks,
+                                                       int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float sw = 0.0f, sb = 0.0f;
+    for (int k = 0; k < chunks; k++) {
+        sw += partial_dw[(size_t)k * C + c];
+        sb += partial_db[(size_t)k * C + c];
+    }
+    dweight[c] += sw;
+    dbias[c] += sb;
+}
+
+gml_status gml_cuda_layernorm_forward(gml_backend *be, void *out, float *mean, float *rstd, const void *inp,
+                                      const void *weight, const void *bias, int N, int C) {
+    gml_cuda_ctx *c = NULL;
+    GML_CHECK(gml_cuda_enter(be, &c));
+    if (N <= 0 || C <= 0) return GML_OK;
+    layernorm_forward_kernel<<<cuda_ceil_div((size_t)N, LN_WARPS), LN_WARPS * 32, 0, c->stream>>>(
+        (bf16 *)out, mean, rstd, (const bf16 *)inp, (const bf16 *)weight, (const bf16 *)bias, N, C);
+    CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
+    return GML_OK;
+}
+
+gml_status gml_cuda_layernorm_backward(gml_backend *be, void *dinp, float *dweight, float *dbias, const void *dout,
+                                       const void *inp, const void *weight, const float *mean, const float *rstd, int N,
+                                       int C) {
+    gml_cuda_ctx *c = NULL;
+    GML_CHECK(gml_cuda_enter(be, &c));
+    if (N <= 0 || C <= 0) return GML_OK;
+    layernorm_backward_dinp_kernel<<<cuda_ceil_div((size_t)N, LN_WARPS), LN_WARPS * 32, 0, c->stream>>>(
+        (bf16 *)dinp, (const bf16 *)dout, (const bf16 *)inp, (const bf16 *)weight, mean, rstd, N, C);
+    CUDA_CHECK_LAUNCH("layernorm_backward_dinp_kernel");
+
+    int chunks = (int)cuda_ceil_div((size_t)N, LN_ROWS_PER_CHUNK);
+    if (chunks > LN_MAX_CHUNKS) chunks = LN_MAX_CHUNKS;
+    int rows_per_chunk = (int)cuda_ceil_div((size_t)N, (size_t)chunks);
+    void *scratch = NULL;
+    GML_CHECK(gml_cuda_scratch(c, 2 * (size_t)chunks * C * sizeof(float), &scratch));
+    float *partial_dw = (float *)scratch;                /* (chunks, C) */
+    float *partial_db = partial_dw + (size_t)chunks * C; /* (chunks, C) */
+    dim3 grid(cuda_ceil_div((size_t)C, 32), (unsigned)chunks);
+    layernorm_backward_params_partial_kernel<<<grid, dim3(32, 8), 0, c->stream>>>(
+        partial_dw, partial_db, (const bf16 *)dout, (const bf16 *)inp, mean, rstd, N, C, rows_per_chunk);
+    CUDA_CHECK_LAUNCH("layernorm_backward_params_partial_kernel");
+    layernorm_backward_params_final_kernel<<<cuda_ceil_div((size_t)C, 256), 256, 0, c->stream>>>(
+        dweight, dbias, partial_dw, partial_db, chunks, C);
+    CUDA_CHECK_LAUNCH("layernorm_backward_params_final_kernel");
+    return GML_OK;
+}

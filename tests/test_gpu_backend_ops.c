@@ -1,0 +1,602 @@
+/* test_gpu_backend_ops.c — every op of the CUDA backend against the CPU
+ * backend (ggml's test-backend-ops): same inputs, compare outputs.
+ *
+ * Inputs are drawn in f32 from a seeded xorshift generator and rounded to
+ * bf16 on the host first, so both backends see identical values; each op runs
+ * on both; outputs are downloaded as f32 and compared by relative norm error
+ * ||gpu - cpu|| / ||cpu||. Output buffers are poisoned (NaN) beforehand so an
+ * element the GPU never writes fails; accumulated (+=) outputs start from
+ * random values so "=" instead of "+=" fails. Sizes are small and odd (tails
+ * of every tile) plus GPT-2-like ones for attention and the classifier.
+ * Exits 77 ("SKIP: no CUDA device") where no GPU is visible.
+ * Not for: speed (bench/), whole-model parity (the PyTorch tests).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+/* cmocka.h after the headers above */
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/backend.h"
+#include "core/dtype.h"
+
+/* ---- tolerances (relative norm error ||gpu - cpu|| / ||cpu||) ----
+ * bf16 outputs: the GPU rounds each result to bf16 (relative error up to
+ * 2^-9 = 2e-3 per element) and reads bf16 intermediates where the CPU keeps
+ * f32; 2e-2 leaves room for that and for f32 summation order. */
+#define TOL_BF16_OUT 2e-2
+/* f32 outputs computed from bf16 inputs (parameter gradients, lse, losses,
+ * LayerNorm statistics): inputs are identical, but the GPU's bf16
+ * intermediates (e.g. attention's recomputation, matmul in bf16 tensor
+ * cores) differ from the CPU's f32 ones. */
+#define TOL_F32_FROM_BF16 1e-2
+/* AdamW: identical f32 inputs and formula; only rounding of f32 ops
+ * (fast-math division / sqrt on the GPU) differs. */
+#define TOL_F32_ADAMW 1e-5
+/* sum / sum of squares of f32 values: only the summation order differs. */
+#define TOL_F32_REDUCE 1e-4
+
+static gml_backend *g_cpu, *g_gpu;
+
+/* ---- random numbers: xorshift64*, seeded per test ---- */
+static uint64_t g_rng = 88172645463325252ULL;
+static void rng_seed(uint64_t s) { g_rng = s ? s : 1; }
+static uint32_t rng_u32(void) {
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return (uint32_t)((g_rng * 2685821657736338717ULL) >> 32);
+}
+static float rng_uniform(float lo, float hi) { return lo + (hi - lo) * (float)(rng_u32() >> 8) / 16777216.0f; }
+
+static float round_bf16(float x) { return gml_bf16_to_f32(gml_f32_to_bf16(x)); }
+
+/* n values in [lo, hi), rounded to bf16. Caller frees. */
+static float *rand_bf16(size_t n, float lo, float hi) {
+    float *x = malloc(n * sizeof *x);
+    assert_non_null(x);
+    for (size_t i = 0; i < n; i++)
+        x[i] = round_bf16(rng_uniform(lo, hi));
+    return x;
+}
+/* n f32 values in [lo, hi) (not rounded). Caller frees. */
+static float *rand_f32(size_t n, float lo, float hi) {
+    float *x = malloc(n * sizeof *x);
+    assert_non_null(x);
+    for (size_t i = 0; i < n; i++)
+        x[i] = rng_uniform(lo, hi);
+    return x;
+}
+
+#define OK(call)                                                                                                       \
+    do {                                                                                                               \
+        gml_status st_ = (call);                                                                                       \
+        if (st_ != GML_OK) fail_msg("%s -> %s: %s", #call, gml_status_name(st_), gml_error_message());                 \
+    } while (0)
+
+/* ---- a buffer on both backends ---- */
+typedef struct {
+    void *cpu, *gpu;
+    size_t n; /* elements */
+    int act;  /* 1: each backend's act dtype; 0: f32; 2: int32 */
+} pair;
+
+static gml_dtype pair_dt(const pair *p, const gml_backend *be) {
+    return p->act == 1 ? be->act_dtype : p->act == 2 ? GML_DTYPE_I32 : GML_DTYPE_F32;
+}
+
+static pair pair_alloc(size_t n, int act) {
+    pair p = {NULL, NULL, n, act};
+    OK(g_cpu->iface->alloc(g_cpu, &p.cpu, n * gml_dtype_size(pair_dt(&p, g_cpu))));
+    OK(g_gpu->iface->alloc(g_gpu, &p.gpu, n * gml_dtype_size(pair_dt(&p, g_gpu))));
+    return p;
+}
+
+static void pair_upload(pair *p, const float *host) {
+    OK(g_cpu->iface->upload_f32(g_cpu, p->cpu, pair_dt(p, g_cpu), host, p->n));
+    OK(g_gpu->iface->upload_f32(g_gpu, p->gpu, pair_dt(p, g_gpu), host, p->n));
+}
+
+/* a buffer holding `host` on both */
+static pair pair_from(const float *host, size_t n, int act) {
+    pair p = pair_alloc(n, act);
+    pair_upload(&p, host);
+    return p;
+}
+
+/* an output buffer filled with NaN on both */
+static pair pair_poison(size_t n, int act) {
+    float *nan_buf = malloc(n * sizeof *nan_buf);
+    assert_non_null(nan_buf);
+    for (size_t i = 0; i < n; i++)
+        nan_buf[i] = NAN;
+    pair p = pair_from(nan_buf, n, act);
+    free(nan_buf);
+    return p;
+}
+
+static pair pair_i32(const int32_t *host, size_t n) {
+    pair p = pair_alloc(n, 2);
+    OK(g_cpu->iface->memcpy_h2d(g_cpu, p.cpu, host, n * sizeof(int32_t)));
+    OK(g_gpu->iface->memcpy_h2d(g_gpu, p.gpu, host, n * sizeof(int32_t)));
+    return p;
+}
+
+static void pair_free(pair *p) {
+    g_cpu->iface->free(g_cpu, p->cpu);
+    g_gpu->iface->free(g_gpu, p->gpu);
+    p->cpu = p->gpu = NULL;
+}
+
+/* downloads one side as f32; caller frees */
+static float *download(const pair *p, int gpu) {
+    gml_backend *be = gpu ? g_gpu : g_cpu;
+    float *h = malloc(p->n * sizeof *h);
+    assert_non_null(h);
+    OK(be->iface->download_f32(be, h, gpu ? p->gpu : p->cpu, pair_dt(p, be), p->n));
+    return h;
+}
+
+/* relative norm error of gpu vs cpu; fails on NaN/Inf or above tol */
+static double compare(const char *what, const pair *p, double tol) {
+    float *c = download(p, 0), *g = download(p, 1);
+    double num = 0.0, den = 0.0;
+    size_t bad = 0, first_bad = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        if (!isfinite(g[i]) || !isfinite(c[i])) {
+            if (!bad) first_bad = i;
+            bad++;
+            continue;
+        }
+        double d = (double)g[i] - (double)c[i];
+        num += d * d;
+        den += (double)c[i] * (double)c[i];
+    }
+    double err = den > 0.0 ? sqrt(num / den) : sqrt(num);
+    printf("  %-44s n=%-9zu rel err %.3e (tol %.0e)%s\n", what, p->n, err, tol, bad ? "  NON-FINITE" : "");
+    if (bad)
+        fail_msg("%s: %zu non-finite values, first at %zu (cpu %g, gpu %g)", what, bad, first_bad, (double)c[first_bad],
+                 (double)g[first_bad]);
+    free(c);
+    free(g);
+    if (!(err <= tol)) fail_msg("%s: relative error %.3e above %.0e", what, err, tol);
+    return err;
+}
+
+/* ------------------------------------------------------------ tests */
+
+static void test_memory_and_transfers(void **state) {
+    (void)state;
+    rng_seed(1);
+    size_t in0 = 0, peak0 = 0, in1 = 0, peak1 = 0;
+    g_gpu->iface->mem_stats(g_gpu, &in0, &peak0);
+    const size_t n = 1000003;
+    float *x = rand_bf16(n, -3.0f, 3.0f);
+    void *a = NULL, *b = NULL, *f = NULL;
+    OK(g_gpu->iface->alloc(g_gpu, &a, n * 2));
+    OK(g_gpu->iface->alloc(g_gpu, &b, n * 2));
+    OK(g_gpu->iface->alloc(g_gpu, &f, n * 4));
+    g_gpu->iface->mem_stats(g_gpu, &in1, &peak1);
+    assert_true(in1 == in0 + n * 8);
+    assert_true(peak1 >= in1);
+
+    /* bf16 round trip is exact for bf16 values; d2d copy; f32 round trip */
+    float *y = malloc(n * sizeof *y);
+    assert_non_null(y);
+    OK(g_gpu->iface->upload_f32(g_gpu, a, GML_DTYPE_BF16, x, n));
+    OK(g_gpu->iface->memcpy_d2d(g_gpu, b, a, n * 2));
+    OK(g_gpu->iface->download_f32(g_gpu, y, b, GML_DTYPE_BF16, n));
+    assert_memory_equal(x, y, n * sizeof *x);
+    OK(g_gpu->iface->upload_f32(g_gpu, f, GML_DTYPE_F32, x, n));
+    OK(g_gpu->iface->download_f32(g_gpu, y, f, GML_DTYPE_F32, n));
+    assert_memory_equal(x, y, n * sizeof *x);
+
+    /* f32 -> bf16 on the device rounds like gml_f32_to_bf16 (to nearest even) */
+    float *z = rand_f32(n, -100.0f, 100.0f);
+    OK(g_gpu->iface->upload_f32(g_gpu, f, GML_DTYPE_F32, z, n));
+    OK(g_gpu->iface->cast_f32_to_act(g_gpu, a, f, n));
+    OK(g_gpu->iface->download_f32(g_gpu, y, a, GML_DTYPE_BF16, n));
+    for (size_t i = 0; i < n; i++)
+        if (y[i] != round_bf16(z[i]))
+            fail_msg("cast_f32_to_act[%zu]: %g -> %g, want %g", i, z[i], y[i], round_bf16(z[i]));
+
+    /* raw copies and memset */
+    uint16_t *raw = malloc(n * 2);
+    assert_non_null(raw);
+    OK(g_gpu->iface->memset_zero(g_gpu, b, n * 2));
+    OK(g_gpu->iface->memcpy_d2h(g_gpu, raw, b, n * 2));
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(raw[i], 0);
+    for (size_t i = 0; i < n; i++)
+        raw[i] = gml_f32_to_bf16(x[i]);
+    OK(g_gpu->iface->memcpy_h2d(g_gpu, b, raw, n * 2));
+    OK(g_gpu->iface->download_f32(g_gpu, y, b, GML_DTYPE_BF16, n));
+    assert_memory_equal(x, y, n * sizeof *x);
+    OK(g_gpu->iface->synchronize(g_gpu));
+
+    g_gpu->iface->free(g_gpu, a);
+    g_gpu->iface->free(g_gpu, b);
+    g_gpu->iface->free(g_gpu, f);
+    g_gpu->iface->mem_stats(g_gpu, &in1, &peak1);
+    assert_true(in1 == in0);
+    assert_true(peak1 >= in0 + n * 8);
+    printf("  device '%s', peak_flops %.3g\n", g_gpu->device_name, g_gpu->peak_flops);
+    free(x);
+    free(y);
+    free(z);
+    free(raw);
+}
+
+static void test_cast(void **state) {
+    (void)state;
+    rng_seed(2);
+    const size_t n = 4097;
+    float *z = rand_f32(n, -10.0f, 10.0f);
+    pair src = pair_alloc(n, 0);
+    pair_upload(&src, z);
+    pair dst = pair_poison(n, 1);
+    OK(g_cpu->iface->cast_f32_to_act(g_cpu, dst.cpu, src.cpu, n));
+    OK(g_gpu->iface->cast_f32_to_act(g_gpu, dst.gpu, src.gpu, n));
+    compare("cast_f32_to_act", &dst, TOL_BF16_OUT);
+    pair_free(&src);
+    pair_free(&dst);
+    free(z);
+}
+
+static void test_encoder(void **state) {
+    (void)state;
+    rng_seed(3);
+    const int B = 2, T = 37, C = 64, V = 1000, Vp = 1024, maxT = 64;
+    const size_t N = (size_t)B * T;
+    int32_t tok[2 * 37];
+    for (size_t i = 0; i < N; i++)
+        tok[i] = (int32_t)(rng_u32() % V);
+    tok[5] = tok[9] = tok[40] = 17; /* repeated tokens: dwte rows get several adds */
+    tok[N - 1] = V - 1;
+    float *wte_h = rand_bf16((size_t)Vp * C, -1.0f, 1.0f);
+    float *wpe_h = rand_bf16((size_t)maxT * C, -1.0f, 1.0f);
+    float *dout_h = rand_bf16(N * C, -1.0f, 1.0f);
+    float *dwte_h = rand_f32((size_t)Vp * C, -0.5f, 0.5f);
+    float *dwpe_h = rand_f32((size_t)maxT * C, -0.5f, 0.5f);
+    pair tokens = pair_i32(tok, N);
+    pair wte = pair_from(wte_h, (size_t)Vp * C, 1), wpe = pair_from(wpe_h, (size_t)maxT * C, 1);
+    pair out = pair_poison(N * C, 1);
+    OK(g_cpu->iface->encoder_forward(g_cpu, out.cpu, tokens.cpu, wte.cpu, wpe.cpu, B, T, C));
+    OK(g_gpu->iface->encoder_forward(g_gpu, out.gpu, tokens.gpu, wte.gpu, wpe.gpu, B, T, C));
+    compare("encoder_forward out", &out, TOL_BF16_OUT);
+
+    pair dout = pair_from(dout_h, N * C, 1);
+    pair dwte = pair_from(dwte_h, (size_t)Vp * C, 0), dwpe = pair_from(dwpe_h, (size_t)maxT * C, 0);
+    OK(g_cpu->iface->encoder_backward(g_cpu, dwte.cpu, dwpe.cpu, dout.cpu, tokens.cpu, B, T, C));
+    OK(g_gpu->iface->encoder_backward(g_gpu, dwte.gpu, dwpe.gpu, dout.gpu, tokens.gpu, B, T, C));
+    compare("encoder_backward dwte (+=)", &dwte, TOL_F32_FROM_BF16);
+    compare("encoder_backward dwpe (+=)", &dwpe, TOL_F32_FROM_BF16);
+    pair_free(&tokens), pair_free(&wte), pair_free(&wpe), pair_free(&out), pair_free(&dout);
+    pair_free(&dwte), pair_free(&dwpe);
+    free(wte_h), free(wpe_h), free(dout_h), free(dwte_h), free(dwpe_h);
+}
+
+static void run_layernorm(int N, int C) {
+    char what[96];
+    const size_t NC = (size_t)N * C;
+    float *inp_h = rand_bf16(NC, -2.0f, 3.0f);
+    float *w_h = rand_bf16((size_t)C, 0.5f, 1.5f), *b_h = rand_bf16((size_t)C, -0.5f, 0.5f);
+    float *dout_h = rand_bf16(NC, -1.0f, 1.0f), *dinp_h = rand_bf16(NC, -0.5f, 0.5f);
+    float *dw_h = rand_f32((size_t)C, -0.5f, 0.5f), *db_h = rand_f32((size_t)C, -0.5f, 0.5f);
+    pair inp = pair_from(inp_h, NC, 1), w = pair_from(w_h, (size_t)C, 1), b = pair_from(b_h, (size_t)C, 1);
+    pair out = pair_poison(NC, 1), mean = pair_poison((size_t)N, 0), rstd = pair_poison((size_t)N, 0);
+    OK(g_cpu->iface->layernorm_forward(g_cpu, out.cpu, mean.cpu, rstd.cpu, inp.cpu, w.cpu, b.cpu, N, C));
+    OK(g_gpu->iface->layernorm_forward(g_gpu, out.gpu, mean.gpu, rstd.gpu, inp.gpu, w.gpu, b.gpu, N, C));
+    snprintf(what, sizeof what, "layernorm_forward out N=%d C=%d", N, C);
+    compare(what, &out, TOL_BF16_OUT);
+    snprintf(what, sizeof what, "layernorm_forward mean N=%d C=%d", N, C);
+    compare(what, &mean, TOL_F32_FROM_BF16);
+    snprintf(what, sizeof what, "layernorm_forward rstd N=%d C=%d", N, C);
+    compare(what, &rstd, TOL_F32_FROM_BF16);
+
+    /* backward from the CPU's statistics, so both use the same mean/rstd */
+    float *mean_h = download(&mean, 0), *rstd_h = download(&rstd, 0);
+    pair_upload(&mean, mean_h);
+    pair_upload(&rstd, rstd_h);
+    pair dout = pair_from(dout_h, NC, 1), dinp = pair_from(dinp_h, NC, 1);
+    pair dw = pair_from(dw_h, (size_t)C, 0), db = pair_from(db_h, (size_t)C, 0);
+    OK(g_cpu->iface->layernorm_backward(g_cpu, dinp.cpu, dw.cpu, db.cpu, dout.cpu, inp.cpu, w.cpu, mean.cpu, rstd.cpu,
+                                        N, C));
+    OK(g_gpu->iface->layernorm_backward(g_gpu, dinp.gpu, dw.gpu, db.gpu, dout.gpu, inp.gpu, w.gpu, mean.gpu, rstd.gpu,
+                                        N, C));
+    snprintf(what, sizeof what, "layernorm_backward dinp (+=) N=%d C=%d", N, C);
+    compare(what, &dinp, TOL_BF16_OUT);
+    snprintf(what, sizeof what, "layernorm_backward dweight (+=) N=%d C=%d", N, C);
+    compare(what, &dw, TOL_F32_FROM_BF16);
+    snprintf(what, sizeof what, "layernorm_backward dbias (+=) N=%d C=%d", N, C);
+    compare(what, &db, TOL_F32_FROM_BF16);
+    pair_free(&inp), pair_free(&w), pair_free(&b), pair_free(&out), pair_free(&mean), pair_free(&rstd);
+    pair_free(&dout), pair_free(&dinp), pair_free(&dw), pair_free(&db);
+    free(inp_h), free(w_h), free(b_h), free(dout_h), free(dinp_h), free(dw_h), free(db_h);
+    free(mean_h), free(rstd_h);
+}
+
+static void test_layernorm(void **state) {
+    (void)state;
+    rng_seed(4);
+    run_layernorm(74, 64);
+    run_layernorm(33, 768);
+    run_layernorm(1000, 100); /* more row chunks than one partial-sum block */
+}
+
+static void run_matmul(int N, int IC, int OC, int with_bias) {
+    char what[96];
+    float *inp_h = rand_bf16((size_t)N * IC, -1.0f, 1.0f), *w_h = rand_bf16((size_t)OC * IC, -0.5f, 0.5f);
+    float *b_h = rand_bf16((size_t)OC, -1.0f, 1.0f), *dout_h = rand_bf16((size_t)N * OC, -1.0f, 1.0f);
+    float *dw_h = rand_f32((size_t)OC * IC, -0.5f, 0.5f), *db_h = rand_f32((size_t)OC, -0.5f, 0.5f);
+    pair inp = pair_from(inp_h, (size_t)N * IC, 1), w = pair_from(w_h, (size_t)OC * IC, 1);
+    pair b = pair_from(b_h, (size_t)OC, 1), out = pair_poison((size_t)N * OC, 1);
+    OK(g_cpu->iface->matmul_forward(g_cpu, out.cpu, inp.cpu, w.cpu, with_bias ? b.cpu : NULL, N, IC, OC));
+    OK(g_gpu->iface->matmul_forward(g_gpu, out.gpu, inp.gpu, w.gpu, with_bias ? b.gpu : NULL, N, IC, OC));
+    snprintf(what, sizeof what, "matmul_forward N=%d IC=%d OC=%d bias=%d", N, IC, OC, with_bias);
+    compare(what, &out, TOL_BF16_OUT);
+
+    pair dout = pair_from(dout_h, (size_t)N * OC, 1), dinp = pair_poison((size_t)N * IC, 1);
+    pair dw = pair_from(dw_h, (size_t)OC * IC, 0), db = pair_from(db_h, (size_t)OC, 0);
+    OK(g_cpu->iface->matmul_backward(g_cpu, dinp.cpu, dw.cpu, with_bias ? db.cpu : NULL, dout.cpu, inp.cpu, w.cpu, N,
+                                     IC, OC));
+    OK(g_gpu->iface->matmul_backward(g_gpu, dinp.gpu, dw.gpu, with_bias ? db.gpu : NULL, dout.gpu, inp.gpu, w.gpu, N,
+                                     IC, OC));
+    snprintf(what, sizeof what, "matmul_backward dinp N=%d IC=%d OC=%d", N, IC, OC);
+    compare(what, &dinp, TOL_BF16_OUT);
+    snprintf(what, sizeof what, "matmul_backward dweight (+=) N=%d IC=%d OC=%d", N, IC, OC);
+    compare(what, &dw, TOL_F32_FROM_BF16);
+    snprintf(what, sizeof what, "matmul_backward dbias (+=) N=%d IC=%d OC=%d", N, IC, OC);
+    compare(what, &db, TOL_F32_FROM_BF16); /* unchanged on both when !with_bias */
+
+    /* second pass without dinp and dbias: dweight accumulates again */
+    OK(g_cpu->iface->matmul_backward(g_cpu, NULL, dw.cpu, NULL, dout.cpu, inp.cpu, w.cpu, N, IC, OC));
+    OK(g_gpu->iface->matmul_backward(g_gpu, NULL, dw.gpu, NULL, dout.gpu, inp.gpu, w.gpu, N, IC, OC));
+    snprintf(what, sizeof what, "matmul_backward dweight x2 N=%d IC=%d OC=%d", N, IC, OC);
+    compare(what, &dw, TOL_F32_FROM_BF16);
+    pair_free(&inp), pair_free(&w), pair_free(&b), pair_free(&out), pair_free(&dout), pair_free(&dinp);
+    pair_free(&dw), pair_free(&db);
+    free(inp_h), free(w_h), free(b_h), free(dout_h), free(dw_h), free(db_h);
+}
+
+static void test_matmul(void **state) {
+    (void)state;
+    rng_seed(5);
+    run_matmul(33, 96, 80, 1);
+    run_matmul(33, 96, 80, 0);
+    run_matmul(17, 36, 52, 1);     /* leading dimensions not multiples of 8 */
+    run_matmul(256, 768, 2304, 1); /* GPT-2 qkv projection, one sequence */
+}
+
+static void test_gelu_residual(void **state) {
+    (void)state;
+    rng_seed(6);
+    const size_t n = 100003;
+    float *x_h = rand_bf16(n, -5.0f, 5.0f), *y_h = rand_bf16(n, -5.0f, 5.0f), *d_h = rand_bf16(n, -1.0f, 1.0f);
+    pair x = pair_from(x_h, n, 1), y = pair_from(y_h, n, 1), d = pair_from(d_h, n, 1);
+    pair out = pair_poison(n, 1);
+    OK(g_cpu->iface->gelu_forward(g_cpu, out.cpu, x.cpu, n));
+    OK(g_gpu->iface->gelu_forward(g_gpu, out.gpu, x.gpu, n));
+    compare("gelu_forward", &out, TOL_BF16_OUT);
+    pair dinp = pair_poison(n, 1);
+    OK(g_cpu->iface->gelu_backward(g_cpu, dinp.cpu, x.cpu, d.cpu, n));
+    OK(g_gpu->iface->gelu_backward(g_gpu, dinp.gpu, x.gpu, d.gpu, n));
+    compare("gelu_backward dinp", &dinp, TOL_BF16_OUT);
+    pair res = pair_poison(n, 1);
+    OK(g_cpu->iface->residual_forward(g_cpu, res.cpu, x.cpu, y.cpu, n));
+    OK(g_gpu->iface->residual_forward(g_gpu, res.gpu, x.gpu, y.gpu, n));
+    compare("residual_forward", &res, TOL_BF16_OUT);
+    pair_free(&x), pair_free(&y), pair_free(&d), pair_free(&out), pair_free(&dinp), pair_free(&res);
+    free(x_h), free(y_h), free(d_h);
+}
+
+static void run_attention(int B, int T, int C, int NH) {
+    char what[96];
+    const size_t n_qkv = (size_t)B * T * 3 * C, n_out = (size_t)B * T * C, n_lse = (size_t)B * NH * T;
+    float *qkv_h = rand_bf16(n_qkv, -2.0f, 2.0f), *dout_h = rand_bf16(n_out, -1.0f, 1.0f);
+    pair qkv = pair_from(qkv_h, n_qkv, 1), out = pair_poison(n_out, 1), lse = pair_poison(n_lse, 0);
+    OK(g_cpu->iface->attention_forward(g_cpu, out.cpu, lse.cpu, qkv.cpu, B, T, C, NH));
+    OK(g_gpu->iface->attention_forward(g_gpu, out.gpu, lse.gpu, qkv.gpu, B, T, C, NH));
+    snprintf(what, sizeof what, "attention_forward out B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    compare(what, &out, TOL_BF16_OUT);
+    snprintf(what, sizeof what, "attention_forward lse B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    compare(what, &lse, TOL_F32_FROM_BF16);
+
+    /* backward from the CPU's forward results (rounded to bf16), given to both */
+    float *out_h = download(&out, 0), *lse_h = download(&lse, 0);
+    for (size_t i = 0; i < n_out; i++)
+        out_h[i] = round_bf16(out_h[i]);
+    pair_upload(&out, out_h);
+    pair_upload(&lse, lse_h);
+    pair dout = pair_from(dout_h, n_out, 1), dqkv = pair_poison(n_qkv, 1);
+    OK(g_cpu->iface->attention_backward(g_cpu, dqkv.cpu, dout.cpu, qkv.cpu, out.cpu, lse.cpu, B, T, C, NH));
+    OK(g_gpu->iface->attention_backward(g_gpu, dqkv.gpu, dout.gpu, qkv.gpu, out.gpu, lse.gpu, B, T, C, NH));
+    snprintf(what, sizeof what, "attention_backward dqkv B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    compare(what, &dqkv, TOL_BF16_OUT);
+    pair_free(&qkv), pair_free(&out), pair_free(&lse), pair_free(&dout), pair_free(&dqkv);
+    free(qkv_h), free(dout_h), free(out_h), free(lse_h);
+}
+
+static void test_attention(void **state) {
+    (void)state;
+    rng_seed(7);
+    run_attention(2, 37, 64, 2);    /* hd 32, T not a multiple of the tile */
+    run_attention(2, 37, 96, 2);    /* hd 48: partial lanes */
+    run_attention(1, 70, 256, 2);   /* hd 128: the largest head */
+    run_attention(3, 1, 64, 1);     /* T = 1 */
+    run_attention(2, 256, 768, 12); /* GPT-2 124M */
+}
+
+static void run_classifier(int N, int V, int Vp) {
+    char what[96];
+    const size_t n = (size_t)N * Vp;
+    float *logits_h = rand_bf16(n, -4.0f, 4.0f);
+    for (int i = 0; i < N; i++)
+        for (int c = V; c < Vp; c++)
+            logits_h[(size_t)i * Vp + c] = 30.0f; /* padding must be ignored */
+    int32_t *tgt = malloc((size_t)N * sizeof *tgt);
+    assert_non_null(tgt);
+    for (int i = 0; i < N; i++)
+        tgt[i] = (int32_t)(rng_u32() % (uint32_t)V);
+    tgt[0] = 0;
+    tgt[N - 1] = V - 1;
+    pair targets = pair_i32(tgt, (size_t)N), logits = pair_from(logits_h, n, 1);
+    pair losses = pair_poison((size_t)N, 0);
+
+    /* evaluation: dscale = 0 leaves the logits as they were */
+    OK(g_cpu->iface->classifier_forward_backward(g_cpu, losses.cpu, logits.cpu, targets.cpu, 0.0f, N, V, Vp));
+    OK(g_gpu->iface->classifier_forward_backward(g_gpu, losses.gpu, logits.gpu, targets.gpu, 0.0f, N, V, Vp));
+    snprintf(what, sizeof what, "classifier losses (eval) N=%d V=%d Vp=%d", N, V, Vp);
+    compare(what, &losses, TOL_F32_FROM_BF16);
+    float *after = download(&logits, 1);
+    assert_memory_equal(after, logits_h, n * sizeof *after);
+    free(after);
+
+    /* training: gradient in place */
+    const float dscale = 1.0f / (float)N;
+    pair_free(&losses);
+    losses = pair_poison((size_t)N, 0);
+    OK(g_cpu->iface->classifier_forward_backward(g_cpu, losses.cpu, logits.cpu, targets.cpu, dscale, N, V, Vp));
+    OK(g_gpu->iface->classifier_forward_backward(g_gpu, losses.gpu, logits.gpu, targets.gpu, dscale, N, V, Vp));
+    snprintf(what, sizeof what, "classifier losses (train) N=%d V=%d Vp=%d", N, V, Vp);
+    compare(what, &losses, TOL_F32_FROM_BF16);
+    snprintf(what, sizeof what, "classifier dlogits N=%d V=%d Vp=%d", N, V, Vp);
+    compare(what, &logits, TOL_BF16_OUT);
+    after = download(&logits, 1);
+    for (int i = 0; i < N; i++)
+        for (int c = V; c < Vp; c++)
+            if (after[(size_t)i * Vp + c] != 0.0f)
+                fail_msg("dlogits[%d,%d] (padding) = %g, want 0", i, c, after[(size_t)i * Vp + c]);
+    /* a row of the gradient sums to 0 (softmax sums to 1, onehot too) */
+    for (int i = 0; i < N; i++) {
+        double s = 0.0;
+        for (int c = 0; c < V; c++)
+            s += after[(size_t)i * Vp + c];
+        if (fabs(s) > 0.05 * dscale) fail_msg("dlogits row %d sums to %g, want ~0", i, s);
+    }
+    free(after);
+    pair_free(&targets), pair_free(&logits), pair_free(&losses);
+    free(logits_h), free(tgt);
+}
+
+static void test_classifier(void **state) {
+    (void)state;
+    rng_seed(8);
+    run_classifier(33, 1000, 1024);
+    run_classifier(64, 50257, 50304);
+}
+
+static void run_reduce(size_t n) {
+    char what[96];
+    float *x_pos = rand_f32(n, 0.0f, 1.0f), *x_any = rand_f32(n, -1.0f, 1.0f);
+    const float acc0 = 3.0f;
+    pair xp = pair_from(x_pos, n, 0), xa = pair_from(x_any, n, 0);
+    pair s = pair_from(&acc0, 1, 0), q = pair_from(&acc0, 1, 0);
+    OK(g_cpu->iface->sum_accumulate(g_cpu, s.cpu, xp.cpu, n));
+    OK(g_gpu->iface->sum_accumulate(g_gpu, s.gpu, xp.gpu, n));
+    OK(g_cpu->iface->sumsq_accumulate(g_cpu, q.cpu, xa.cpu, n));
+    OK(g_gpu->iface->sumsq_accumulate(g_gpu, q.gpu, xa.gpu, n));
+    snprintf(what, sizeof what, "sum_accumulate n=%zu", n);
+    compare(what, &s, TOL_F32_REDUCE);
+    snprintf(what, sizeof what, "sumsq_accumulate n=%zu", n);
+    compare(what, &q, TOL_F32_REDUCE);
+    /* independent check of the GPU against a double sum on the host */
+    double ds = acc0, dq = acc0;
+    for (size_t i = 0; i < n; i++) {
+        ds += x_pos[i];
+        dq += (double)x_any[i] * x_any[i];
+    }
+    float *gs = download(&s, 1), *gq = download(&q, 1);
+    if (fabs(gs[0] - ds) > TOL_F32_REDUCE * fabs(ds)) fail_msg("sum: gpu %g, host %g", gs[0], ds);
+    if (fabs(gq[0] - dq) > TOL_F32_REDUCE * fabs(dq)) fail_msg("sumsq: gpu %g, host %g", gq[0], dq);
+    free(gs), free(gq);
+    pair_free(&xp), pair_free(&xa), pair_free(&s), pair_free(&q);
+    free(x_pos), free(x_any);
+}
+
+static void test_reductions(void **state) {
+    (void)state;
+    rng_seed(9);
+    run_reduce(1);
+    run_reduce(1003);
+    run_reduce(3000017); /* more than RED_MAX_BLOCKS blocks' worth */
+}
+
+static void test_adamw(void **state) {
+    (void)state;
+    rng_seed(10);
+    const size_t n = 100003;
+    float *p_h = rand_f32(n, -1.0f, 1.0f), *g_h = rand_f32(n, -2.0f, 2.0f);
+    float *m_h = rand_f32(n, -0.1f, 0.1f), *v_h = rand_f32(n, 0.0f, 0.01f);
+    pair p = pair_from(p_h, n, 0), g = pair_from(g_h, n, 0), m = pair_from(m_h, n, 0), v = pair_from(v_h, n, 0);
+    pair pa = pair_poison(n, 1);
+    for (int t = 1; t <= 3; t++) {
+        OK(g_cpu->iface->adamw_update(g_cpu, p.cpu, pa.cpu, g.cpu, m.cpu, v.cpu, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f,
+                                      0.5f, t));
+        OK(g_gpu->iface->adamw_update(g_gpu, p.gpu, pa.gpu, g.gpu, m.gpu, v.gpu, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f,
+                                      0.5f, t));
+    }
+    /* and once without the act copy */
+    OK(g_cpu->iface->adamw_update(g_cpu, p.cpu, NULL, g.cpu, m.cpu, v.cpu, n, 3e-4f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f,
+                                  4));
+    OK(g_gpu->iface->adamw_update(g_gpu, p.gpu, NULL, g.gpu, m.gpu, v.gpu, n, 3e-4f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f,
+                                  4));
+    compare("adamw param", &p, TOL_F32_ADAMW);
+    compare("adamw m", &m, TOL_F32_ADAMW);
+    compare("adamw v", &v, TOL_F32_ADAMW);
+    compare("adamw param_act (after step 3)", &pa, TOL_BF16_OUT);
+    pair_free(&p), pair_free(&g), pair_free(&m), pair_free(&v), pair_free(&pa);
+    free(p_h), free(g_h), free(m_h), free(v_h);
+}
+
+static int group_setup(void **state) {
+    (void)state;
+    gml_status st = gml_backend_create("cpu", 0, &g_cpu);
+    if (st != GML_OK) {
+        fprintf(stderr, "cpu backend: %s\n", gml_error_message());
+        return -1;
+    }
+    st = gml_backend_create("cuda", 0, &g_gpu);
+    if (st != GML_OK) {
+        fprintf(stderr, "cuda backend: %s\n", gml_error_message());
+        return -1;
+    }
+    if (g_gpu->act_dtype != GML_DTYPE_BF16) {
+        fprintf(stderr, "cuda backend act dtype is %s, want bf16\n", gml_dtype_name(g_gpu->act_dtype));
+        return -1;
+    }
+    printf("cpu: %s | cuda: %s\n", g_cpu->device_name, g_gpu->device_name);
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    gml_backend_destroy(g_gpu);
+    gml_backend_destroy(g_cpu);
+    return 0;
+}
+
+int main(void) {
+    if (gml_backend_cuda_device_count() == 0) {
+        printf("SKIP: no CUDA device\n");
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_memory_and_transfers),
+        cmocka_unit_test(test_cast),
+        cmocka_unit_test(test_encoder),
+        cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_gelu_residual),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_classifier),
+        cmocka_unit_test(test_reductions),
+        cmocka_unit_test(test_adamw),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
