@@ -1,0 +1,450 @@
+/* gpt.c — the GPT model: parameter registration, buffer layout, and the
+ * explicit forward/backward of its layers (embedding, blocks, head).
+ *
+ * Not for: the optimizer (core/optim.c), the training loop (launcher/train.c),
+ * or any arithmetic (kernels/ through core/backend.h).
+ */
+#include "core/gpt.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Indices into a block's parameter table. */
+enum {
+    P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_PROJW, P_PROJB,
+    P_LN2W, P_LN2B, P_FCW, P_FCB, P_FCPW, P_FCPB, P_BLOCK_COUNT
+};
+
+typedef struct {
+    int idx[P_BLOCK_COUNT]; /* registry indices */
+} block_params;
+
+typedef struct {               /* what a block's backward needs, saved by its forward */
+    void *ln1;                 /* (N,C) act */
+    float *ln1_mean, *ln1_rstd; /* (N) */
+    void *qkv;                 /* (N,3C) act */
+    void *atty;                /* (N,C) act */
+    float *att_lse;            /* (B,NH,T) */
+    void *res2;                /* (N,C) act: x + attn */
+    void *ln2;                 /* (N,C) act */
+    float *ln2_mean, *ln2_rstd; /* (N) */
+    void *fch;                 /* (N,4C) act: fc output, GELU input */
+    void *fch_gelu;            /* (N,4C) act; NULL with recompute */
+    void *res3;                /* (N,C) act: block output */
+} block_acts;
+
+typedef enum { LAYER_EMBED, LAYER_BLOCK, LAYER_HEAD } layer_kind;
+
+typedef struct {
+    layer_kind kind;
+    int block; /* with LAYER_BLOCK */
+} layer;
+
+struct gml_gpt {
+    gml_backend *be;
+    gml_gpt_config cfg;
+    int B_max, T_max, recompute;
+    size_t as; /* bytes per act element */
+
+    gml_param_registry reg;
+    int i_wte, i_wpe, i_lnfw, i_lnfb;
+    block_params *bp; /* (L) */
+
+    int n_layers;
+    layer *layers; /* embedding, blocks, head */
+
+    /* parameter buffers, (P) each */
+    float *master;
+    void *compute; /* == master when act is f32 */
+    float *grads;
+
+    /* activations and scratch: one allocation */
+    void *act_base;
+    int32_t *tokens, *targets; /* (N_max) */
+    void *encoded;             /* (N,C) act */
+    block_acts *ba;            /* (L) */
+    void *lnf;                 /* (N,C) act */
+    float *lnf_mean, *lnf_rstd;
+    void *logits;              /* (N,Vp) act; dlogits after a training forward */
+    float *losses;             /* (N) */
+    void *scratch_c;           /* (N,C) act: projection outputs */
+    void *scratch_4c;          /* (N,4C) act: GELU output with recompute */
+    void *dresidual;           /* (N,C) act */
+    void *dbuf_c;              /* (N,C) act */
+    void *dqkv;                /* (N,3C) act */
+    void *dfch_gelu;           /* (N,4C) act */
+    void *dfch;                /* (N,4C) act */
+
+    /* the last forward */
+    int B, T, has_grad_logits;
+};
+
+/* ------------------------------------------------------------------ */
+/* registration */
+
+static gml_status add_param(gml_gpt *m, const char *name, int64_t d0, int64_t d1, int decay, gml_init_kind init,
+                            float v, int *index) {
+    int64_t shape[2] = {d0, d1};
+    return gml_params_add(&m->reg, name, d1 > 0 ? 2 : 1, shape, decay, init, v, index);
+}
+
+static gml_status register_params(gml_gpt *m) {
+    const gml_gpt_config *c = &m->cfg;
+    int64_t C = c->n_embd, L = c->n_layer;
+    float std = c->init_std, proj_std = c->init_std / sqrtf(2.0f * (float)L);
+    char name[GML_PARAM_NAME_MAX];
+    GML_CHECK(add_param(m, "wte.weight", c->padded_vocab_size, C, 1, GML_INIT_NORMAL, std, &m->i_wte));
+    m->reg.specs[m->i_wte].valid_rows = c->vocab_size;
+    GML_CHECK(add_param(m, "wpe.weight", c->block_size, C, 1, GML_INIT_NORMAL, std, &m->i_wpe));
+    static const struct {
+        const char *suffix;
+        int rows_mult, cols_mult; /* shape = (rows_mult*C, cols_mult*C); cols 0: 1-D */
+        int decay, normal, proj;
+        float constant;
+    } tab[P_BLOCK_COUNT] = {
+        [P_LN1W] = {"ln1.weight", 1, 0, 0, 0, 0, 1.0f},
+        [P_LN1B] = {"ln1.bias", 1, 0, 0, 0, 0, 0.0f},
+        [P_QKVW] = {"attn.qkv.weight", 3, 1, 1, 1, 0, 0.0f},
+        [P_QKVB] = {"attn.qkv.bias", 3, 0, 0, 0, 0, 0.0f},
+        [P_PROJW] = {"attn.proj.weight", 1, 1, 1, 1, 1, 0.0f},
+        [P_PROJB] = {"attn.proj.bias", 1, 0, 0, 0, 0, 0.0f},
+        [P_LN2W] = {"ln2.weight", 1, 0, 0, 0, 0, 1.0f},
+        [P_LN2B] = {"ln2.bias", 1, 0, 0, 0, 0, 0.0f},
+        [P_FCW] = {"mlp.fc.weight", 4, 1, 1, 1, 0, 0.0f},
+        [P_FCB] = {"mlp.fc.bias", 4, 0, 0, 0, 0, 0.0f},
+        [P_FCPW] = {"mlp.proj.weight", 1, 4, 1, 1, 1, 0.0f},
+        [P_FCPB] = {"mlp.proj.bias", 1, 0, 0, 0, 0, 0.0f},
+    };
+    for (int l = 0; l < c->n_layer; l++) {
+        for (int k = 0; k < P_BLOCK_COUNT; k++) {
+            snprintf(name, sizeof name, "blocks.%d.%s", l, tab[k].suffix);
+            gml_init_kind init = tab[k].normal ? GML_INIT_NORMAL : GML_INIT_CONSTANT;
+            float v = tab[k].normal ? (tab[k].proj ? proj_std : std) : tab[k].constant;
+            GML_CHECK(add_param(m, name, tab[k].rows_mult * C, tab[k].cols_mult * C, tab[k].decay, init, v,
+                                &m->bp[l].idx[k]));
+        }
+    }
+    GML_CHECK(add_param(m, "ln_f.weight", C, 0, 0, GML_INIT_CONSTANT, 1.0f, &m->i_lnfw));
+    GML_CHECK(add_param(m, "ln_f.bias", C, 0, 0, GML_INIT_CONSTANT, 0.0f, &m->i_lnfb));
+    return GML_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* buffer layout: one pass to size, one to assign */
+
+typedef struct {
+    uintptr_t base, off;
+} carver;
+
+static void *carve(carver *cv, size_t bytes) {
+    cv->off = (cv->off + 255u) & ~(uintptr_t)255u;
+    void *p = (void *)(cv->base + cv->off);
+    cv->off += bytes;
+    return p;
+}
+
+static size_t layout_acts(gml_gpt *m, uintptr_t base) {
+    carver cv = {base, 0};
+    size_t N = (size_t)m->B_max * (size_t)m->T_max, C = (size_t)m->cfg.n_embd, as = m->as;
+    size_t NH = (size_t)m->cfg.n_head, Vp = (size_t)m->cfg.padded_vocab_size;
+    m->tokens = carve(&cv, N * 4);
+    m->targets = carve(&cv, N * 4);
+    m->encoded = carve(&cv, N * C * as);
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        block_acts *a = &m->ba[l];
+        a->ln1 = carve(&cv, N * C * as);
+        a->ln1_mean = carve(&cv, N * 4);
+        a->ln1_rstd = carve(&cv, N * 4);
+        a->qkv = carve(&cv, N * 3 * C * as);
+        a->atty = carve(&cv, N * C * as);
+        a->att_lse = carve(&cv, N * NH * 4);
+        a->res2 = carve(&cv, N * C * as);
+        a->ln2 = carve(&cv, N * C * as);
+        a->ln2_mean = carve(&cv, N * 4);
+        a->ln2_rstd = carve(&cv, N * 4);
+        a->fch = carve(&cv, N * 4 * C * as);
+        a->fch_gelu = m->recompute ? NULL : carve(&cv, N * 4 * C * as);
+        a->res3 = carve(&cv, N * C * as);
+    }
+    m->lnf = carve(&cv, N * C * as);
+    m->lnf_mean = carve(&cv, N * 4);
+    m->lnf_rstd = carve(&cv, N * 4);
+    m->logits = carve(&cv, N * Vp * as);
+    m->losses = carve(&cv, N * 4);
+    m->scratch_c = carve(&cv, N * C * as);
+    m->scratch_4c = m->recompute ? carve(&cv, N * 4 * C * as) : NULL;
+    m->dresidual = carve(&cv, N * C * as);
+    m->dbuf_c = carve(&cv, N * C * as);
+    m->dqkv = carve(&cv, N * 3 * C * as);
+    m->dfch_gelu = carve(&cv, N * 4 * C * as);
+    m->dfch = carve(&cv, N * 4 * C * as);
+    return (size_t)cv.off;
+}
+
+/* ------------------------------------------------------------------ */
+/* lifetime */
+
+gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max, int T_max, int recompute,
+                          gml_gpt **out) {
+    *out = NULL;
+    if (cfg->n_layer < 1 || cfg->n_head < 1 || cfg->n_embd < 1 || cfg->n_embd % cfg->n_head != 0 ||
+        cfg->block_size < 1 || cfg->vocab_size < 1 || cfg->padded_vocab_size < cfg->vocab_size)
+        return gml_error_set(GML_ERR_INVALID_ARG, "bad GPT config (L=%d NH=%d C=%d T=%d V=%d Vp=%d)",
+                             cfg->n_layer, cfg->n_head, cfg->n_embd, cfg->block_size, cfg->vocab_size,
+                             cfg->padded_vocab_size);
+    if (B_max < 1 || T_max < 1 || T_max > cfg->block_size)
+        return gml_error_set(GML_ERR_INVALID_ARG, "bad micro-batch %dx%d for block_size %d", B_max, T_max,
+                             cfg->block_size);
+    gml_status st = GML_OK;
+    gml_gpt *m = calloc(1, sizeof *m);
+    if (!m) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+    m->be = be;
+    m->cfg = *cfg;
+    m->B_max = B_max;
+    m->T_max = T_max;
+    m->recompute = recompute;
+    m->as = gml_dtype_size(be->act_dtype);
+    gml_params_init(&m->reg);
+    m->bp = calloc((size_t)cfg->n_layer, sizeof *m->bp);
+    m->ba = calloc((size_t)cfg->n_layer, sizeof *m->ba);
+    m->n_layers = cfg->n_layer + 2;
+    m->layers = calloc((size_t)m->n_layers, sizeof *m->layers);
+    if (!m->bp || !m->ba || !m->layers) {
+        st = gml_error_set(GML_ERR_NOMEM, "out of host memory");
+        goto fail;
+    }
+    m->layers[0].kind = LAYER_EMBED;
+    for (int l = 0; l < cfg->n_layer; l++) m->layers[l + 1] = (layer){LAYER_BLOCK, l};
+    m->layers[m->n_layers - 1].kind = LAYER_HEAD;
+    GML_CHECK_GOTO(register_params(m), st, fail);
+
+    size_t P = m->reg.total;
+    GML_CHECK_GOTO(be->iface->alloc(be, (void **)&m->master, P * 4), st, fail);
+    GML_CHECK_GOTO(be->iface->alloc(be, (void **)&m->grads, P * 4), st, fail);
+    if (be->act_dtype == GML_DTYPE_F32) {
+        m->compute = m->master;
+    } else {
+        GML_CHECK_GOTO(be->iface->alloc(be, &m->compute, P * m->as), st, fail);
+    }
+    size_t act_bytes = layout_acts(m, 0);
+    GML_CHECK_GOTO(be->iface->alloc(be, &m->act_base, act_bytes), st, fail);
+    layout_acts(m, (uintptr_t)m->act_base);
+    GML_CHECK_GOTO(be->iface->memset_zero(be, m->act_base, act_bytes), st, fail);
+    GML_CHECK_GOTO(be->iface->memset_zero(be, m->grads, P * 4), st, fail);
+    *out = m;
+    return GML_OK;
+fail:
+    gml_gpt_destroy(m);
+    return st;
+}
+
+void gml_gpt_destroy(gml_gpt *m) {
+    if (!m) return;
+    gml_backend *be = m->be;
+    if (m->act_base) be->iface->free(be, m->act_base);
+    if (m->compute && m->compute != (void *)m->master) be->iface->free(be, m->compute);
+    if (m->grads) be->iface->free(be, m->grads);
+    if (m->master) be->iface->free(be, m->master);
+    gml_params_free(&m->reg);
+    free(m->bp);
+    free(m->ba);
+    free(m->layers);
+    free(m);
+}
+
+const gml_param_registry *gml_gpt_params(const gml_gpt *m) { return &m->reg; }
+const gml_gpt_config *gml_gpt_get_config(const gml_gpt *m) { return &m->cfg; }
+size_t gml_gpt_num_params(const gml_gpt *m) { return m->reg.total; }
+gml_backend *gml_gpt_backend(const gml_gpt *m) { return m->be; }
+int gml_gpt_max_T(const gml_gpt *m) { return m->T_max; }
+float *gml_gpt_master(gml_gpt *m) { return m->master; }
+void *gml_gpt_compute(gml_gpt *m) { return m->compute; }
+float *gml_gpt_grads(gml_gpt *m) { return m->grads; }
+
+double gml_gpt_flops_per_token(const gml_gpt *m, int T) {
+    return 6.0 * (double)m->reg.total + 12.0 * m->cfg.n_layer * (double)T * m->cfg.n_embd;
+}
+
+/* ------------------------------------------------------------------ */
+/* weights */
+
+gml_status gml_gpt_set_params_host(gml_gpt *m, const float *host) {
+    gml_backend *be = m->be;
+    size_t P = m->reg.total;
+    GML_CHECK(be->iface->memcpy_h2d(be, m->master, host, P * 4));
+    if (m->compute != (void *)m->master) GML_CHECK(be->iface->cast_f32_to_act(be, m->compute, m->master, P));
+    return GML_OK;
+}
+
+gml_status gml_gpt_get_params_host(gml_gpt *m, float *host) {
+    return m->be->iface->memcpy_d2h(m->be, host, m->master, m->reg.total * 4);
+}
+
+gml_status gml_gpt_get_grads_host(gml_gpt *m, float *host) {
+    return m->be->iface->memcpy_d2h(m->be, host, m->grads, m->reg.total * 4);
+}
+
+gml_status gml_gpt_init_weights(gml_gpt *m, uint64_t seed) {
+    float *host = malloc(m->reg.total * sizeof *host);
+    if (!host) return gml_error_set(GML_ERR_NOMEM, "out of host memory for %zu parameters", m->reg.total);
+    gml_params_init_values(&m->reg, seed, host);
+    gml_status st = gml_gpt_set_params_host(m, host);
+    free(host);
+    return st;
+}
+
+gml_status gml_gpt_zero_grads(gml_gpt *m) { return m->be->iface->memset_zero(m->be, m->grads, m->reg.total * 4); }
+
+/* ------------------------------------------------------------------ */
+/* forward / backward */
+
+static inline void *cp(const gml_gpt *m, int idx) { /* compute copy of a parameter */
+    return (char *)m->compute + m->reg.specs[idx].offset * m->as;
+}
+static inline float *gp(const gml_gpt *m, int idx) { return m->grads + m->reg.specs[idx].offset; }
+static inline void *act_at(const gml_gpt *m, void *base, size_t elems) { return (char *)base + elems * m->as; }
+
+static gml_status block_forward(gml_gpt *m, int l, const void *x) {
+    const struct gml_backend_i *o = m->be->iface;
+    gml_backend *be = m->be;
+    int B = m->B, T = m->T, C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
+    const int *p = m->bp[l].idx;
+    block_acts *a = &m->ba[l];
+    GML_CHECK(o->layernorm_forward(be, a->ln1, a->ln1_mean, a->ln1_rstd, x, cp(m, p[P_LN1W]), cp(m, p[P_LN1B]), N,
+                                   C));
+    GML_CHECK(o->matmul_forward(be, a->qkv, a->ln1, cp(m, p[P_QKVW]), cp(m, p[P_QKVB]), N, C, 3 * C));
+    GML_CHECK(o->attention_forward(be, a->atty, a->att_lse, a->qkv, B, T, C, NH));
+    GML_CHECK(o->matmul_forward(be, m->scratch_c, a->atty, cp(m, p[P_PROJW]), cp(m, p[P_PROJB]), N, C, C));
+    GML_CHECK(o->residual_forward(be, a->res2, x, m->scratch_c, (size_t)N * C));
+    GML_CHECK(o->layernorm_forward(be, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, cp(m, p[P_LN2W]),
+                                   cp(m, p[P_LN2B]), N, C));
+    GML_CHECK(o->matmul_forward(be, a->fch, a->ln2, cp(m, p[P_FCW]), cp(m, p[P_FCB]), N, C, 4 * C));
+    void *gelu = a->fch_gelu ? a->fch_gelu : m->scratch_4c;
+    GML_CHECK(o->gelu_forward(be, gelu, a->fch, (size_t)N * 4 * C));
+    GML_CHECK(o->matmul_forward(be, m->scratch_c, gelu, cp(m, p[P_FCPW]), cp(m, p[P_FCPB]), N, 4 * C, C));
+    GML_CHECK(o->residual_forward(be, a->res3, a->res2, m->scratch_c, (size_t)N * C));
+    return GML_OK;
+}
+
+/* dresidual holds d(block output) on entry and d(block input) on return. */
+static gml_status block_backward(gml_gpt *m, int l, const void *x) {
+    const struct gml_backend_i *o = m->be->iface;
+    gml_backend *be = m->be;
+    int B = m->B, T = m->T, C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
+    const int *p = m->bp[l].idx;
+    block_acts *a = &m->ba[l];
+    void *gelu = a->fch_gelu;
+    if (!gelu) { /* recompute what forward did not keep */
+        gelu = m->scratch_4c;
+        GML_CHECK(o->gelu_forward(be, gelu, a->fch, (size_t)N * 4 * C));
+    }
+    GML_CHECK(o->matmul_backward(be, m->dfch_gelu, gp(m, p[P_FCPW]), gp(m, p[P_FCPB]), m->dresidual, gelu,
+                                 cp(m, p[P_FCPW]), N, 4 * C, C));
+    GML_CHECK(o->gelu_backward(be, m->dfch, a->fch, m->dfch_gelu, (size_t)N * 4 * C));
+    GML_CHECK(o->matmul_backward(be, m->dbuf_c, gp(m, p[P_FCW]), gp(m, p[P_FCB]), m->dfch, a->ln2,
+                                 cp(m, p[P_FCW]), N, C, 4 * C));
+    GML_CHECK(o->layernorm_backward(be, m->dresidual, gp(m, p[P_LN2W]), gp(m, p[P_LN2B]), m->dbuf_c, a->res2,
+                                    cp(m, p[P_LN2W]), a->ln2_mean, a->ln2_rstd, N, C));
+    GML_CHECK(o->matmul_backward(be, m->dbuf_c, gp(m, p[P_PROJW]), gp(m, p[P_PROJB]), m->dresidual, a->atty,
+                                 cp(m, p[P_PROJW]), N, C, C));
+    GML_CHECK(o->attention_backward(be, m->dqkv, m->dbuf_c, a->qkv, a->atty, a->att_lse, B, T, C, NH));
+    GML_CHECK(o->matmul_backward(be, m->dbuf_c, gp(m, p[P_QKVW]), gp(m, p[P_QKVB]), m->dqkv, a->ln1,
+                                 cp(m, p[P_QKVW]), N, C, 3 * C));
+    GML_CHECK(o->layernorm_backward(be, m->dresidual, gp(m, p[P_LN1W]), gp(m, p[P_LN1B]), m->dbuf_c, x,
+                                    cp(m, p[P_LN1W]), a->ln1_mean, a->ln1_rstd, N, C));
+    return GML_OK;
+}
+
+/* The input of block l (the residual stream entering it). */
+static const void *block_input(const gml_gpt *m, int l) { return l == 0 ? m->encoded : m->ba[l - 1].res3; }
+
+static gml_status layer_forward(gml_gpt *m, const layer *ly, float dscale, int with_targets) {
+    const struct gml_backend_i *o = m->be->iface;
+    gml_backend *be = m->be;
+    int B = m->B, T = m->T, C = m->cfg.n_embd, N = B * T;
+    switch (ly->kind) {
+    case LAYER_EMBED:
+        return o->encoder_forward(be, m->encoded, m->tokens, cp(m, m->i_wte), cp(m, m->i_wpe), B, T, C);
+    case LAYER_BLOCK:
+        return block_forward(m, ly->block, block_input(m, ly->block));
+    case LAYER_HEAD: {
+        const void *x = block_input(m, m->cfg.n_layer);
+        GML_CHECK(o->layernorm_forward(be, m->lnf, m->lnf_mean, m->lnf_rstd, x, cp(m, m->i_lnfw),
+                                       cp(m, m->i_lnfb), N, C));
+        GML_CHECK(o->matmul_forward(be, m->logits, m->lnf, cp(m, m->i_wte), NULL, N, C,
+                                    m->cfg.padded_vocab_size));
+        if (!with_targets) return GML_OK;
+        return o->classifier_forward_backward(be, m->losses, m->logits, m->targets, dscale, N, m->cfg.vocab_size,
+                                              m->cfg.padded_vocab_size);
+    }
+    }
+    return gml_error_set(GML_ERR_INTERNAL, "unknown layer kind %d", (int)ly->kind);
+}
+
+static gml_status layer_backward(gml_gpt *m, const layer *ly) {
+    const struct gml_backend_i *o = m->be->iface;
+    gml_backend *be = m->be;
+    int B = m->B, T = m->T, C = m->cfg.n_embd, N = B * T;
+    switch (ly->kind) {
+    case LAYER_EMBED:
+        return o->encoder_backward(be, gp(m, m->i_wte), gp(m, m->i_wpe), m->dresidual, m->tokens, B, T, C);
+    case LAYER_BLOCK:
+        return block_backward(m, ly->block, block_input(m, ly->block));
+    case LAYER_HEAD: {
+        const void *x = block_input(m, m->cfg.n_layer);
+        GML_CHECK(o->matmul_backward(be, m->dbuf_c, gp(m, m->i_wte), NULL, m->logits, m->lnf, cp(m, m->i_wte), N,
+                                     C, m->cfg.padded_vocab_size));
+        GML_CHECK(o->memset_zero(be, m->dresidual, (size_t)N * C * m->as));
+        return o->layernorm_backward(be, m->dresidual, gp(m, m->i_lnfw), gp(m, m->i_lnfb), m->dbuf_c, x,
+                                     cp(m, m->i_lnfw), m->lnf_mean, m->lnf_rstd, N, C);
+    }
+    }
+    return gml_error_set(GML_ERR_INTERNAL, "unknown layer kind %d", (int)ly->kind);
+}
+
+gml_status gml_gpt_forward(gml_gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T, float dscale) {
+    if (B < 1 || B > m->B_max || T < 1 || T > m->T_max)
+        return gml_error_set(GML_ERR_INVALID_ARG, "micro-batch %dx%d exceeds the model's %dx%d", B, T, m->B_max,
+                             m->T_max);
+    gml_backend *be = m->be;
+    size_t N = (size_t)B * (size_t)T;
+    for (size_t i = 0; i < N; i++) {
+        if (inputs[i] < 0 || inputs[i] >= m->cfg.vocab_size || (targets && (targets[i] < 0 ||
+                                                                            targets[i] >= m->cfg.vocab_size)))
+            return gml_error_set(GML_ERR_BAD_INPUT, "token id at position %zu is outside the vocabulary [0, %d)",
+                                 i, m->cfg.vocab_size);
+    }
+    GML_CHECK(be->iface->memcpy_h2d(be, m->tokens, inputs, N * 4));
+    if (targets) GML_CHECK(be->iface->memcpy_h2d(be, m->targets, targets, N * 4));
+    m->B = B;
+    m->T = T;
+    m->has_grad_logits = 0;
+    for (int i = 0; i < m->n_layers; i++) GML_CHECK(layer_forward(m, &m->layers[i], dscale, targets != NULL));
+    m->has_grad_logits = targets != NULL && dscale != 0.0f;
+    return GML_OK;
+}
+
+gml_status gml_gpt_backward(gml_gpt *m) {
+    if (!m->has_grad_logits)
+        return gml_error_set(GML_ERR_INVALID_ARG, "backward without a training forward (targets and dscale)");
+    for (int i = m->n_layers - 1; i >= 0; i--) GML_CHECK(layer_backward(m, &m->layers[i]));
+    m->has_grad_logits = 0;
+    return GML_OK;
+}
+
+gml_status gml_gpt_loss_accumulate(gml_gpt *m, float *acc_dev) {
+    return m->be->iface->sum_accumulate(m->be, acc_dev, m->losses, (size_t)m->B * (size_t)m->T);
+}
+
+gml_status gml_gpt_logits_row(gml_gpt *m, int b, int t, float *out) {
+    if (m->has_grad_logits)
+        return gml_error_set(GML_ERR_INVALID_ARG, "logits were replaced by their gradient");
+    if (b < 0 || b >= m->B || t < 0 || t >= m->T)
+        return gml_error_set(GML_ERR_INVALID_ARG, "row (%d,%d) outside the last forward %dx%d", b, t, m->B, m->T);
+    size_t row = (size_t)b * (size_t)m->T + (size_t)t;
+    const void *src = act_at(m, m->logits, row * (size_t)m->cfg.padded_vocab_size);
+    return m->be->iface->download_f32(m->be, out, src, m->be->act_dtype, (size_t)m->cfg.vocab_size);
+}

@@ -1,0 +1,107 @@
+/* optim.c — AdamW, the LR schedule and global-norm clipping. */
+#include "core/optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct gml_adamw {
+    gml_gpt *model;
+    gml_adamw_config cfg;
+    float *m, *v;     /* (P) f32 */
+    float *scalar;    /* (1) f32 device scratch */
+    int t;
+};
+
+double gml_lr_at(const gml_lr_schedule *s, int step) {
+    if (s->warmup_steps > 0 && step < s->warmup_steps) return s->lr * (double)(step + 1) / s->warmup_steps;
+    if (s->kind == GML_SCHED_CONSTANT) return s->lr;
+    double min_lr = s->lr * s->min_lr_ratio;
+    int span = s->total_steps - s->warmup_steps;
+    if (span <= 0) return s->lr;
+    double frac = (double)(step - s->warmup_steps) / span;
+    if (frac > 1.0) frac = 1.0;
+    if (frac < 0.0) frac = 0.0;
+    double coeff = s->kind == GML_SCHED_COSINE ? 0.5 * (1.0 + cos(3.14159265358979323846 * frac)) : 1.0 - frac;
+    return min_lr + coeff * (s->lr - min_lr);
+}
+
+gml_status gml_sched_parse(const char *name, gml_sched_kind *out) {
+    if (strcmp(name, "cosine") == 0) *out = GML_SCHED_COSINE;
+    else if (strcmp(name, "linear") == 0) *out = GML_SCHED_LINEAR;
+    else if (strcmp(name, "constant") == 0) *out = GML_SCHED_CONSTANT;
+    else return gml_error_set(GML_ERR_BAD_INPUT, "unknown schedule '%s' (accepted: cosine, linear, constant)", name);
+    return GML_OK;
+}
+
+gml_status gml_adamw_create(gml_gpt *model, const gml_adamw_config *cfg, gml_adamw **out) {
+    *out = NULL;
+    gml_backend *be = gml_gpt_backend(model);
+    size_t P = gml_gpt_num_params(model);
+    gml_status st = GML_OK;
+    gml_adamw *o = calloc(1, sizeof *o);
+    if (!o) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+    o->model = model;
+    o->cfg = *cfg;
+    GML_CHECK_GOTO(be->iface->alloc(be, (void **)&o->m, P * 4), st, fail);
+    GML_CHECK_GOTO(be->iface->alloc(be, (void **)&o->v, P * 4), st, fail);
+    GML_CHECK_GOTO(be->iface->alloc(be, (void **)&o->scalar, 4), st, fail);
+    GML_CHECK_GOTO(be->iface->memset_zero(be, o->m, P * 4), st, fail);
+    GML_CHECK_GOTO(be->iface->memset_zero(be, o->v, P * 4), st, fail);
+    *out = o;
+    return GML_OK;
+fail:
+    gml_adamw_destroy(o);
+    return st;
+}
+
+void gml_adamw_destroy(gml_adamw *o) {
+    if (!o) return;
+    gml_backend *be = gml_gpt_backend(o->model);
+    if (o->m) be->iface->free(be, o->m);
+    if (o->v) be->iface->free(be, o->v);
+    if (o->scalar) be->iface->free(be, o->scalar);
+    free(o);
+}
+
+int gml_adamw_t(const gml_adamw *o) { return o->t; }
+float *gml_adamw_m(gml_adamw *o) { return o->m; }
+float *gml_adamw_v(gml_adamw *o) { return o->v; }
+
+gml_status gml_grad_norm(gml_gpt *m, float *scratch_dev, double *norm) {
+    gml_backend *be = gml_gpt_backend(m);
+    float sumsq = 0.0f;
+    GML_CHECK(be->iface->memset_zero(be, scratch_dev, 4));
+    GML_CHECK(be->iface->sumsq_accumulate(be, scratch_dev, gml_gpt_grads(m), gml_gpt_num_params(m)));
+    GML_CHECK(be->iface->download_f32(be, &sumsq, scratch_dev, GML_DTYPE_F32, 1));
+    *norm = sqrt((double)sumsq);
+    return GML_OK;
+}
+
+gml_status gml_adamw_step(gml_adamw *o, double lr, double *grad_norm) {
+    gml_gpt *model = o->model;
+    gml_backend *be = gml_gpt_backend(model);
+    double norm = 0.0;
+    GML_CHECK(gml_grad_norm(model, o->scalar, &norm));
+    if (grad_norm) *grad_norm = norm;
+    if (!isfinite(norm))
+        return gml_error_set(GML_ERR_NUMERIC, "gradient norm is %g at optimizer step %d ---> HINT: lower optim.lr",
+                             norm, o->t + 1);
+    double scale = 1.0;
+    if (o->cfg.grad_clip > 0.0 && norm > o->cfg.grad_clip) scale = o->cfg.grad_clip / (norm + 1e-6);
+    o->t++;
+    const gml_param_registry *reg = gml_gpt_params(model);
+    float *master = gml_gpt_master(model);
+    float *grads = gml_gpt_grads(model);
+    char *compute = gml_gpt_compute(model);
+    int separate = compute != (char *)master;
+    size_t as = gml_dtype_size(be->act_dtype);
+    for (int i = 0; i < reg->n; i++) {
+        const gml_param_spec *p = &reg->specs[i];
+        GML_CHECK(be->iface->adamw_update(be, master + p->offset, separate ? compute + p->offset * as : NULL,
+                                          grads + p->offset, o->m + p->offset, o->v + p->offset, p->numel,
+                                          (float)lr, (float)o->cfg.beta1, (float)o->cfg.beta2, (float)o->cfg.eps,
+                                          p->decay ? (float)o->cfg.weight_decay : 0.0f, (float)scale, o->t));
+    }
+    return GML_OK;
+}

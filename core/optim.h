@@ -1,0 +1,61 @@
+/* optim.h — AdamW over a model's parameters, the learning-rate schedule, and
+ * global-norm gradient clipping.
+ *
+ * The optimizer owns the fp32 Adam moments (m, v), laid out with the
+ * parameter registry's offsets; weight decay applies to the parameters the
+ * registry marks `decay` (2-D weights). Not for: gradient reduction across
+ * ranks (parallel/), checkpoint I/O (checkpoint/).
+ */
+#ifndef GML_OPTIM_H
+#define GML_OPTIM_H
+
+#include "core/gpt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { GML_SCHED_COSINE = 0, GML_SCHED_LINEAR = 1, GML_SCHED_CONSTANT = 2 } gml_sched_kind;
+
+typedef struct {
+    gml_sched_kind kind;
+    double lr;           /* peak */
+    double min_lr_ratio; /* final lr = lr * min_lr_ratio */
+    int warmup_steps;
+    int total_steps;
+} gml_lr_schedule;
+
+/* LR for step `step` (0-based): linear warmup from lr/warmup to lr over
+ * warmup_steps, then cosine / linear decay to lr*min_lr_ratio at total_steps. */
+double gml_lr_at(const gml_lr_schedule *s, int step);
+/* Parse "cosine" | "linear" | "constant"; GML_ERR_BAD_INPUT otherwise. */
+gml_status gml_sched_parse(const char *name, gml_sched_kind *out);
+
+typedef struct {
+    double beta1, beta2, eps, weight_decay;
+    double grad_clip; /* global norm; 0: off */
+} gml_adamw_config;
+
+typedef struct gml_adamw gml_adamw;
+
+/* Moments for `m`'s parameters on its backend, zeroed. Owned by the caller:
+ * gml_adamw_destroy. */
+gml_status gml_adamw_create(gml_gpt *m, const gml_adamw_config *cfg, gml_adamw **out);
+void gml_adamw_destroy(gml_adamw *opt);
+
+/* Global L2 norm of the gradients (synchronises). */
+gml_status gml_grad_norm(gml_gpt *m, float *scratch_dev, double *norm);
+
+/* One AdamW step at learning rate lr: computes the global gradient norm
+ * (returned before clipping in *grad_norm), clips to grad_clip, updates the
+ * master weights and their compute copy. Non-finite norm -> GML_ERR_NUMERIC
+ * and no update. */
+gml_status gml_adamw_step(gml_adamw *opt, double lr, double *grad_norm);
+int gml_adamw_t(const gml_adamw *opt);     /* steps taken */
+float *gml_adamw_m(gml_adamw *opt);         /* (P) device f32 */
+float *gml_adamw_v(gml_adamw *opt);         /* (P) device f32 */
+
+#ifdef __cplusplus
+}
+#endif
+#endif
