@@ -1,0 +1,113 @@
+/* bench_train_step.c — times the full training step (forward, backward,
+ * clip, AdamW) of a GPT on random tokens and prints one JSON line per run:
+ * tokens/s, ms/step (median), MFU against the backend's datasheet peak, peak
+ * memory, the device name.
+ *
+ * usage: bench_train_step [--device cuda|cpu] [--layers 12] [--heads 12] [--width 768]
+ *                         [--context 1024] [--vocab 50257] [--batch 16] [--steps 30] [--warmup 5]
+ * Defaults are GPT-2 124M at 16 x 1024 tokens per step. Benchmarks print
+ * figures; they assert nothing (bench/NOTES.md keeps the history).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/backend.h"
+#include "core/gpt.h"
+#include "core/optim.h"
+#include "core/rng.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+#define CHECK(call)                                                                                 \
+    do {                                                                                            \
+        if ((call) != GML_OK) {                                                                     \
+            fprintf(stderr, "bench: %s failed: %s\n", #call, gml_error_message());                  \
+            return 1;                                                                               \
+        }                                                                                           \
+    } while (0)
+
+int main(int argc, char **argv) {
+    const char *device = "cuda";
+    int L = 12, NH = 12, C = 768, T = 1024, V = 50257, B = 16, steps = 30, warmup = 5;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *k = argv[i];
+        int v = atoi(argv[i + 1]);
+        if (!strcmp(k, "--device")) device = argv[i + 1];
+        else if (!strcmp(k, "--layers")) L = v;
+        else if (!strcmp(k, "--heads")) NH = v;
+        else if (!strcmp(k, "--width")) C = v;
+        else if (!strcmp(k, "--context")) T = v;
+        else if (!strcmp(k, "--vocab")) V = v;
+        else if (!strcmp(k, "--batch")) B = v;
+        else if (!strcmp(k, "--steps")) steps = v;
+        else if (!strcmp(k, "--warmup")) warmup = v;
+        else {
+            fprintf(stderr, "bench: unknown flag %s\n", k);
+            return 2;
+        }
+    }
+    gml_gpt_config c = {L, NH, C, T, V, (V + 127) / 128 * 128, 0.02f};
+    gml_backend *be;
+    gml_gpt *m;
+    gml_adamw *opt;
+    CHECK(gml_backend_create(device, 0, &be));
+    CHECK(gml_gpt_create(be, &c, B, T, 0, &m));
+    CHECK(gml_gpt_init_weights(m, 1));
+    gml_adamw_config oc = {0.9, 0.95, 1e-8, 0.1, 1.0};
+    CHECK(gml_adamw_create(m, &oc, &opt));
+    size_t N = (size_t)B * T;
+    int32_t *in = malloc(N * 4), *tg = malloc(N * 4);
+    double *times = malloc((size_t)steps * sizeof *times);
+    gml_rng r;
+    gml_rng_init(&r, 7, 0);
+    float *acc;
+    CHECK(be->iface->alloc(be, (void **)&acc, 4));
+    float loss = 0;
+    for (int s = 0; s < warmup + steps; s++) {
+        for (size_t i = 0; i < N; i++) {
+            in[i] = (int32_t)gml_rng_below(&r, (uint64_t)V);
+            tg[i] = (int32_t)gml_rng_below(&r, (uint64_t)V);
+        }
+        CHECK(be->iface->synchronize(be));
+        double t0 = now_s();
+        CHECK(gml_gpt_zero_grads(m));
+        CHECK(be->iface->memset_zero(be, acc, 4));
+        CHECK(gml_gpt_forward(m, in, tg, B, T, 1.0f / (float)N));
+        CHECK(gml_gpt_loss_accumulate(m, acc));
+        CHECK(gml_gpt_backward(m));
+        CHECK(gml_adamw_step(opt, 1e-4, NULL));
+        CHECK(be->iface->download_f32(be, &loss, acc, GML_DTYPE_F32, 1));
+        double t1 = now_s();
+        if (s >= warmup) times[s - warmup] = t1 - t0;
+    }
+    qsort(times, (size_t)steps, sizeof *times, cmp_double);
+    double med = times[steps / 2];
+    double tps = (double)N / med;
+    size_t in_use, peak;
+    be->iface->mem_stats(be, &in_use, &peak);
+    double mfu = be->peak_flops > 0 ? gml_gpt_flops_per_token(m, T) * tps / be->peak_flops : -1;
+    printf("{\"bench\":\"train_step\",\"device\":\"%s\",\"backend\":\"%s\",\"layers\":%d,\"width\":%d,"
+           "\"context\":%d,\"batch\":%d,\"params\":%zu,\"ms_per_step\":%.3f,\"tokens_per_s\":%.0f,"
+           "\"mfu\":%.4f,\"peak_mem_gib\":%.3f,\"loss\":%.4f}\n",
+           be->device_name, be->name, L, C, T, B, gml_gpt_num_params(m), med * 1e3, tps, mfu,
+           (double)peak / (1024.0 * 1024 * 1024), loss / (double)N);
+    be->iface->free(be, acc);
+    free(in);
+    free(tg);
+    free(times);
+    gml_adamw_destroy(opt);
+    gml_gpt_destroy(m);
+    gml_backend_destroy(be);
+    return 0;
+}

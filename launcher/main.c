@@ -1,0 +1,69 @@
+/* main.c — the gml-dist command line: parse argv, run a command, turn its
+ * gml_status into a message on stderr and an exit code (0 ok, 2 bad user
+ * input, 1 anything else).
+ *
+ *   gml-dist CONFIG [key=value ...]            train (also: gml-dist train CONFIG ...)
+ *   gml-dist --print-config CONFIG [key=value ...]
+ *   gml-dist prep --out FILE.h5 [--tokenizer byte|char] [--strip-fortune] TEXT...
+ *   gml-dist sample CONFIG [--weights PATH] [--prompt TEXT] [--tokens N] ...
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "launcher/config.h"
+#include "launcher/prep.h"
+#include "launcher/run.h"
+
+#ifndef GML_VERSION
+#define GML_VERSION "0.1.0"
+#endif
+
+static const char *usage =
+    "usage: gml-dist CONFIG [key=value ...]                 train\n"
+    "       gml-dist --print-config CONFIG [key=value ...]  print the effective config\n"
+    "       gml-dist prep --out FILE.h5 [--tokenizer byte|char] [--val-fraction F] [--strip-fortune] TEXT...\n"
+    "       gml-dist sample CONFIG [--weights PATH] [--prompt TEXT] [--tokens N] [--temperature X] [--top-k K]\n"
+    "       gml-dist --version | --help\n";
+
+static int finish(gml_status st) {
+    if (st != GML_OK) {
+        const char *msg = gml_error_message();
+        fprintf(stderr, "gml-dist: error: %s\n", msg[0] ? msg : gml_status_name(st));
+    }
+    fflush(stdout);
+    return gml_status_exit_code(st);
+}
+
+static int bad_usage(const char *what) {
+    fprintf(stderr, "gml-dist: error: %s\n%s", what, usage);
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return bad_usage("no command or config given");
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("gml-dist %s\n", GML_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "prep") == 0) return finish(gml_cmd_prep(argc - 1, argv + 1));
+    if (strcmp(cmd, "sample") == 0) return finish(gml_cmd_sample(argc - 1, argv + 1));
+    int print_only = strcmp(cmd, "--print-config") == 0;
+    int first = (print_only || strcmp(cmd, "train") == 0) ? 2 : 1;
+    if (first >= argc) return bad_usage("no CONFIG given");
+    const char *config_path = argv[first];
+    if (config_path[0] == '-') return bad_usage("unknown flag");
+    Gml__RunConfig *cfg = NULL;
+    gml_status st = gml_config_load(config_path, argc - first - 1, argv + first + 1, &cfg);
+    if (st == GML_OK) {
+        if (print_only) st = gml_config_print(cfg, stdout);
+        else st = gml_cmd_train(cfg, config_path);
+    }
+    gml_config_free(cfg);
+    return finish(st);
+}

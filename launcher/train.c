@@ -1,0 +1,233 @@
+/* train.c — the single-process training loop: it wires the config, the data
+ * loader, the model, AdamW and the metrics together.
+ *
+ * One step: grad_accum micro-batches of forward (fused loss + dlogits) and
+ * backward, then clip + AdamW at the scheduled LR; the loss is read back once
+ * per step. Evaluation on the val split, samples and the progress line come
+ * at their configured intervals. Not for: multi-rank orchestration (parallel/
+ * and comm/ build on this).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "checkpoint/weights.h"
+#include "core/fsutil.h"
+#include "core/dataset.h"
+#include "core/generate.h"
+#include "core/loader.h"
+#include "core/optim.h"
+#include "launcher/metrics.h"
+#include "launcher/run.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+gml_status gml_run_model_config(const Gml__RunConfig *cfg, int data_vocab, gml_gpt_config *out) {
+    const Gml__ModelConfig *mc = cfg->model;
+    memset(out, 0, sizeof *out);
+    out->n_layer = mc->n_layer;
+    out->n_head = mc->n_head;
+    out->n_embd = mc->n_embd;
+    out->block_size = mc->block_size;
+    out->init_std = mc->init_std;
+    out->vocab_size = mc->vocab_size > 0 ? mc->vocab_size : data_vocab;
+    if (out->vocab_size < data_vocab)
+        return gml_error_set(GML_ERR_BAD_INPUT, "model.vocab_size = %d is smaller than the dataset's vocabulary (%d)",
+                             mc->vocab_size, data_vocab);
+    out->padded_vocab_size = mc->padded_vocab_size > 0 ? mc->padded_vocab_size : (out->vocab_size + 63) / 64 * 64;
+    if (out->padded_vocab_size < out->vocab_size)
+        return gml_error_set(GML_ERR_BAD_INPUT, "model.padded_vocab_size = %d is smaller than the vocabulary (%d)",
+                             out->padded_vocab_size, out->vocab_size);
+    return GML_OK;
+}
+
+
+typedef struct {
+    const Gml__RunConfig *cfg;
+    gml_backend *be;
+    gml_dataset *ds;
+    gml_gpt *model;
+    gml_adamw *opt;
+    gml_loader *train, *val;
+    gml_metrics *metrics;
+    float *loss_acc; /* (1) device */
+    int32_t *inputs, *targets; /* (B,T) host */
+    int B, T;
+} trainer;
+
+/* A one-off fact: on stdout and in metrics.jsonl. */
+static gml_status info(trainer *t, const char *key, const char *value) {
+    printf("%s: %s\n", key, value);
+    return gml_metrics_info(t->metrics, key, value);
+}
+
+static gml_status evaluate(trainer *t, double *val_loss) {
+    gml_backend *be = t->be;
+    int batches = t->cfg->eval->batches;
+    GML_CHECK(gml_loader_reset(t->val));
+    GML_CHECK(be->iface->memset_zero(be, t->loss_acc, 4));
+    for (int i = 0; i < batches; i++) {
+        GML_CHECK(gml_loader_next(t->val, t->inputs, t->targets));
+        GML_CHECK(gml_gpt_forward(t->model, t->inputs, t->targets, t->B, t->T, 0.0f));
+        GML_CHECK(gml_gpt_loss_accumulate(t->model, t->loss_acc));
+    }
+    float sum = 0.0f;
+    GML_CHECK(be->iface->download_f32(be, &sum, t->loss_acc, GML_DTYPE_F32, 1));
+    *val_loss = (double)sum / ((double)batches * t->B * t->T);
+    return GML_OK;
+}
+
+static gml_status sample(trainer *t, int step) {
+    const Gml__SampleConfig *sc = t->cfg->sample;
+    if (sc->tokens <= 0) return GML_OK;
+    gml_sample_opts o = {sc->tokens, sc->temperature, sc->top_k, t->cfg->train->seed + (uint64_t)step};
+    size_t cap = strlen(sc->prompt) + (size_t)sc->tokens + 1;
+    char *text = malloc(cap);
+    if (!text) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+    gml_status st = gml_generate(t->model, gml_dataset_tokenizer(t->ds), sc->prompt, &o, text, cap);
+    if (st == GML_OK) st = gml_metrics_sample(t->metrics, step, text);
+    free(text);
+    return st;
+}
+
+static gml_status train_loop(trainer *t) {
+    const Gml__RunConfig *cfg = t->cfg;
+    gml_backend *be = t->be;
+    int steps = cfg->train->steps, accum = cfg->train->grad_accum;
+    double tokens_per_step = (double)t->B * t->T * accum;
+    gml_lr_schedule sched = {GML_SCHED_COSINE, cfg->optim->lr, cfg->optim->min_lr_ratio, cfg->optim->warmup_steps,
+                             steps};
+    GML_CHECK(gml_sched_parse(cfg->optim->schedule, &sched.kind));
+    double flops_tok = gml_gpt_flops_per_token(t->model, t->T);
+    float dscale = 1.0f / (float)tokens_per_step;
+
+    double val_loss;
+    GML_CHECK(evaluate(t, &val_loss));
+    GML_CHECK(gml_metrics_eval(t->metrics, 0, val_loss));
+
+    double t_start = now_s(), window_t0 = t_start;
+    int window_steps = 0;
+    for (int step = 0; step < steps; step++) {
+        double t0 = now_s();
+        GML_CHECK(gml_gpt_zero_grads(t->model));
+        GML_CHECK(be->iface->memset_zero(be, t->loss_acc, 4));
+        for (int micro = 0; micro < accum; micro++) {
+            GML_CHECK(gml_loader_next(t->train, t->inputs, t->targets));
+            GML_CHECK(gml_gpt_forward(t->model, t->inputs, t->targets, t->B, t->T, dscale));
+            GML_CHECK(gml_gpt_loss_accumulate(t->model, t->loss_acc));
+            GML_CHECK(gml_gpt_backward(t->model));
+        }
+        double lr = gml_lr_at(&sched, step), norm = 0.0;
+        GML_CHECK(gml_adamw_step(t->opt, lr, &norm));
+        float loss_sum = 0.0f;
+        GML_CHECK(be->iface->download_f32(be, &loss_sum, t->loss_acc, GML_DTYPE_F32, 1));
+        double loss = (double)loss_sum / tokens_per_step;
+        if (!isfinite(loss))
+            return gml_error_set(GML_ERR_NUMERIC, "train loss is %g at step %d ---> HINT: lower optim.lr", loss,
+                                 step + 1);
+        double t1 = now_s();
+        window_steps++;
+        int done = step + 1;
+        if (done % cfg->log->every == 0 || done == steps) {
+            double window_s = t1 - window_t0;
+            size_t in_use = 0, peak = 0;
+            be->iface->mem_stats(be, &in_use, &peak);
+            gml_train_stats s = {0};
+            s.step = done;
+            s.steps = steps;
+            s.loss = loss;
+            s.lr = lr;
+            s.grad_norm = norm;
+            s.step_s = t1 - t0;
+            s.tokens_per_s = window_s > 0 ? tokens_per_step * window_steps / window_s : 0.0;
+            s.mfu = be->peak_flops > 0 ? flops_tok * s.tokens_per_s / be->peak_flops : -1.0;
+            s.mem_bytes = (double)peak;
+            s.eta_s = (t1 - t_start) / done * (steps - done);
+            GML_CHECK(gml_metrics_train(t->metrics, &s));
+            window_t0 = now_s();
+            window_steps = 0;
+        }
+        int eval_every = cfg->eval->every;
+        if ((eval_every > 0 && done % eval_every == 0) || done == steps) {
+            GML_CHECK(evaluate(t, &val_loss));
+            GML_CHECK(gml_metrics_eval(t->metrics, done, val_loss));
+        }
+        int sample_every = cfg->sample->every;
+        if ((sample_every > 0 && done % sample_every == 0) || done == steps) GML_CHECK(sample(t, done));
+        if (eval_every > 0 || sample_every > 0) window_t0 = now_s(); /* keep eval out of tokens/s */
+    }
+    return GML_OK;
+}
+
+gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path) {
+    gml_status st = GML_OK;
+    trainer t = {0};
+    t.cfg = cfg;
+    char path[4096];
+    if (cfg->data->path[0] == '\0')
+        return gml_error_set(GML_ERR_BAD_INPUT, "%s: data.path is not set ---> HINT: make a dataset with "
+                             "`gml-dist prep --out FILE.h5 TEXT...` and set data.path: FILE.h5", config_path);
+    GML_CHECK_GOTO(gml_dataset_open(cfg->data->path, &t.ds), st, done);
+    gml_gpt_config mc;
+    GML_CHECK_GOTO(gml_run_model_config(cfg, gml_dataset_vocab_size(t.ds), &mc), st, done);
+    t.B = cfg->data->batch_size;
+    t.T = cfg->data->seq_len > 0 ? cfg->data->seq_len : mc.block_size;
+    if (t.T > mc.block_size) {
+        st = gml_error_set(GML_ERR_BAD_INPUT, "data.seq_len = %d exceeds model.block_size = %d", t.T, mc.block_size);
+        goto done;
+    }
+    GML_CHECK_GOTO(gml_loader_create(t.ds, GML_SPLIT_TRAIN, t.B, t.T, cfg->train->seed, 1, 0, 1, &t.train), st,
+                   done);
+    GML_CHECK_GOTO(gml_loader_create(t.ds, GML_SPLIT_VAL, t.B, t.T, cfg->train->seed, 0, 0, 1, &t.val), st, done);
+    GML_CHECK_GOTO(gml_mkdir_p(cfg->train->out_dir), st, done);
+    GML_CHECK_GOTO(gml_backend_create(cfg->train->device, 0, &t.be), st, done);
+    GML_CHECK_GOTO(gml_gpt_create(t.be, &mc, t.B, t.T, cfg->train->recompute, &t.model), st, done);
+    GML_CHECK_GOTO(gml_gpt_init_weights(t.model, cfg->train->seed), st, done);
+    gml_adamw_config oc = {cfg->optim->beta1, cfg->optim->beta2, cfg->optim->eps, cfg->optim->weight_decay,
+                           cfg->optim->grad_clip};
+    GML_CHECK_GOTO(gml_adamw_create(t.model, &oc, &t.opt), st, done);
+    GML_CHECK_GOTO(t.be->iface->alloc(t.be, (void **)&t.loss_acc, 4), st, done);
+    t.inputs = malloc((size_t)t.B * t.T * sizeof *t.inputs);
+    t.targets = malloc((size_t)t.B * t.T * sizeof *t.targets);
+    if (!t.inputs || !t.targets) {
+        st = gml_error_set(GML_ERR_NOMEM, "out of host memory");
+        goto done;
+    }
+    GML_CHECK_GOTO(gml_metrics_open(cfg->train->out_dir, cfg->log->jsonl, cfg->log->tensorboard, 0, &t.metrics), st,
+                   done);
+    char line[512];
+    snprintf(line, sizeof line, "%s (%s)", t.be->name, t.be->device_name);
+    GML_CHECK_GOTO(info(&t, "device", line), st, done);
+    snprintf(line, sizeof line, "%zu parameters: %d layers, %d heads, width %d, context %d, vocab %d (padded %d)",
+             gml_gpt_num_params(t.model), mc.n_layer, mc.n_head, mc.n_embd, mc.block_size, mc.vocab_size,
+             mc.padded_vocab_size);
+    GML_CHECK_GOTO(info(&t, "model", line), st, done);
+    snprintf(line, sizeof line, "%s: %llu train / %llu val tokens; %d x %d x %d tokens per step", cfg->data->path,
+             (unsigned long long)gml_dataset_num_tokens(t.ds, GML_SPLIT_TRAIN),
+             (unsigned long long)gml_dataset_num_tokens(t.ds, GML_SPLIT_VAL), cfg->train->grad_accum, t.B, t.T);
+    GML_CHECK_GOTO(info(&t, "data", line), st, done);
+
+    GML_CHECK_GOTO(train_loop(&t), st, done);
+
+    snprintf(path, sizeof path, "%s/model.h5", cfg->train->out_dir);
+    GML_CHECK_GOTO(gml_weights_save(t.model, path, 0), st, done);
+    GML_CHECK_GOTO(info(&t, "weights", path), st, done);
+done:
+    gml_metrics_close(t.metrics);
+    free(t.inputs);
+    free(t.targets);
+    if (t.loss_acc) t.be->iface->free(t.be, t.loss_acc);
+    gml_adamw_destroy(t.opt);
+    gml_gpt_destroy(t.model);
+    gml_backend_destroy(t.be);
+    if (t.train) gml_loader_destroy(t.train);
+    if (t.val) gml_loader_destroy(t.val);
+    if (t.ds) gml_dataset_close(t.ds);
+    return st;
+}
