@@ -92,6 +92,13 @@ struct gml_backend_i {
     /* out = a + b */
     gml_status (*residual_forward)(gml_backend *be, void *out /* (n) act */, const void *a, const void *b,
                                    size_t n);
+    /* Dropout (core/dropout.h): out[i] = keep(key, i) ? x[i] * scale : 0 with
+     * keep(key, i) = gml_dropout_bits(key, i) >= threshold; for drop
+     * probability p: threshold = gml_dropout_threshold(p), scale = 1/(1-p).
+     * out may equal x. The op is linear and
+     * diagonal, so the same call with the same key is its own backward. */
+    gml_status (*dropout)(gml_backend *be, void *out /* (n) act */, const void *x /* (n) act */, size_t n,
+                          uint64_t key, uint32_t threshold, float scale);
     /* Causal multi-head self-attention, scale 1/sqrt(hd). qkv[b,t,:] holds
      * q (C) | k (C) | v (C); head h uses channels [h*hd, (h+1)*hd) of each.
      * out[b,t,h*hd:(h+1)*hd] = softmax_causal(q k^T * scale) v.

@@ -6,11 +6,15 @@
  */
 #include "core/gpt.h"
 
+#include "core/dropout.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/dropout.h"
 
 /* Indices into a block's parameter table. */
 enum {
@@ -80,6 +84,12 @@ struct gml_gpt {
 
     /* the last forward */
     int B, T, has_grad_logits;
+    /* dropout: on for the last forward iff it was a training forward and
+     * cfg.dropout > 0; masks from dropout_key (core/dropout.h) */
+    int dropout_on;
+    uint64_t dropout_key;
+    uint32_t drop_threshold;
+    float drop_scale;
 };
 
 /* ------------------------------------------------------------------ */
@@ -191,10 +201,11 @@ gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max,
                           gml_gpt **out) {
     *out = NULL;
     if (cfg->n_layer < 1 || cfg->n_head < 1 || cfg->n_embd < 1 || cfg->n_embd % cfg->n_head != 0 ||
-        cfg->block_size < 1 || cfg->vocab_size < 1 || cfg->padded_vocab_size < cfg->vocab_size)
-        return gml_error_set(GML_ERR_INVALID_ARG, "bad GPT config (L=%d NH=%d C=%d T=%d V=%d Vp=%d)",
+        cfg->block_size < 1 || cfg->vocab_size < 1 || cfg->padded_vocab_size < cfg->vocab_size ||
+        !(cfg->dropout >= 0.0f && cfg->dropout < 1.0f))
+        return gml_error_set(GML_ERR_INVALID_ARG, "bad GPT config (L=%d NH=%d C=%d T=%d V=%d Vp=%d dropout=%g)",
                              cfg->n_layer, cfg->n_head, cfg->n_embd, cfg->block_size, cfg->vocab_size,
-                             cfg->padded_vocab_size);
+                             cfg->padded_vocab_size, (double)cfg->dropout);
     if (B_max < 1 || T_max < 1 || T_max > cfg->block_size)
         return gml_error_set(GML_ERR_INVALID_ARG, "bad micro-batch %dx%d for block_size %d", B_max, T_max,
                              cfg->block_size);
@@ -206,6 +217,8 @@ gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max,
     m->B_max = B_max;
     m->T_max = T_max;
     m->recompute = recompute;
+    m->drop_threshold = gml_dropout_threshold(cfg->dropout);
+    m->drop_scale = 1.0f / (1.0f - cfg->dropout);
     m->as = gml_dtype_size(be->act_dtype);
     gml_params_init(&m->reg);
     m->bp = calloc((size_t)cfg->n_layer, sizeof *m->bp);
@@ -307,6 +320,18 @@ static inline void *cp(const gml_gpt *m, int idx) { /* compute copy of a paramet
 static inline float *gp(const gml_gpt *m, int idx) { return m->grads + m->reg.specs[idx].offset; }
 static inline void *act_at(const gml_gpt *m, void *base, size_t elems) { return (char *)base + elems * m->as; }
 
+/* Dropout sites: 0 the embedding output, 1 + 2l / 2 + 2l the attention / MLP
+ * branch of block l. out = mask(x) under this site's key; callers test
+ * m->dropout_on first. */
+enum { SITE_EMBED = 0 };
+static inline uint64_t site_attn(int l) { return 1 + 2 * (uint64_t)l; }
+static inline uint64_t site_mlp(int l) { return 2 + 2 * (uint64_t)l; }
+
+static gml_status drop(gml_gpt *m, void *out, const void *x, size_t n, uint64_t site) {
+    return m->be->iface->dropout(m->be, out, x, n, gml_dropout_site_key(m->dropout_key, site), m->drop_threshold,
+                                 m->drop_scale);
+}
+
 static gml_status block_forward(gml_gpt *m, int l, const void *x) {
     const struct gml_backend_i *o = m->be->iface;
     gml_backend *be = m->be;
@@ -318,6 +343,7 @@ static gml_status block_forward(gml_gpt *m, int l, const void *x) {
     GML_CHECK(o->matmul_forward(be, a->qkv, a->ln1, cp(m, p[P_QKVW]), cp(m, p[P_QKVB]), N, C, 3 * C));
     GML_CHECK(o->attention_forward(be, a->atty, a->att_lse, a->qkv, B, T, C, NH));
     GML_CHECK(o->matmul_forward(be, m->scratch_c, a->atty, cp(m, p[P_PROJW]), cp(m, p[P_PROJB]), N, C, C));
+    if (m->dropout_on) GML_CHECK(drop(m, m->scratch_c, m->scratch_c, (size_t)N * C, site_attn(l)));
     GML_CHECK(o->residual_forward(be, a->res2, x, m->scratch_c, (size_t)N * C));
     GML_CHECK(o->layernorm_forward(be, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, cp(m, p[P_LN2W]),
                                    cp(m, p[P_LN2B]), N, C));
@@ -325,6 +351,7 @@ static gml_status block_forward(gml_gpt *m, int l, const void *x) {
     void *gelu = a->fch_gelu ? a->fch_gelu : m->scratch_4c;
     GML_CHECK(o->gelu_forward(be, gelu, a->fch, (size_t)N * 4 * C));
     GML_CHECK(o->matmul_forward(be, m->scratch_c, gelu, cp(m, p[P_FCPW]), cp(m, p[P_FCPB]), N, 4 * C, C));
+    if (m->dropout_on) GML_CHECK(drop(m, m->scratch_c, m->scratch_c, (size_t)N * C, site_mlp(l)));
     GML_CHECK(o->residual_forward(be, a->res3, a->res2, m->scratch_c, (size_t)N * C));
     return GML_OK;
 }
@@ -341,14 +368,22 @@ static gml_status block_backward(gml_gpt *m, int l, const void *x) {
         gelu = m->scratch_4c;
         GML_CHECK(o->gelu_forward(be, gelu, a->fch, (size_t)N * 4 * C));
     }
-    GML_CHECK(o->matmul_backward(be, m->dfch_gelu, gp(m, p[P_FCPW]), gp(m, p[P_FCPB]), m->dresidual, gelu,
+    /* d(branch output) = mask(d(block output)); the residual path keeps the
+     * unmasked gradient. scratch_c is free during backward. */
+    const void *dbranch = m->dresidual;
+    if (m->dropout_on) {
+        GML_CHECK(drop(m, m->scratch_c, m->dresidual, (size_t)N * C, site_mlp(l)));
+        dbranch = m->scratch_c;
+    }
+    GML_CHECK(o->matmul_backward(be, m->dfch_gelu, gp(m, p[P_FCPW]), gp(m, p[P_FCPB]), dbranch, gelu,
                                  cp(m, p[P_FCPW]), N, 4 * C, C));
     GML_CHECK(o->gelu_backward(be, m->dfch, a->fch, m->dfch_gelu, (size_t)N * 4 * C));
     GML_CHECK(o->matmul_backward(be, m->dbuf_c, gp(m, p[P_FCW]), gp(m, p[P_FCB]), m->dfch, a->ln2,
                                  cp(m, p[P_FCW]), N, C, 4 * C));
     GML_CHECK(o->layernorm_backward(be, m->dresidual, gp(m, p[P_LN2W]), gp(m, p[P_LN2B]), m->dbuf_c, a->res2,
                                     cp(m, p[P_LN2W]), a->ln2_mean, a->ln2_rstd, N, C));
-    GML_CHECK(o->matmul_backward(be, m->dbuf_c, gp(m, p[P_PROJW]), gp(m, p[P_PROJB]), m->dresidual, a->atty,
+    if (m->dropout_on) GML_CHECK(drop(m, m->scratch_c, m->dresidual, (size_t)N * C, site_attn(l)));
+    GML_CHECK(o->matmul_backward(be, m->dbuf_c, gp(m, p[P_PROJW]), gp(m, p[P_PROJB]), dbranch, a->atty,
                                  cp(m, p[P_PROJW]), N, C, C));
     GML_CHECK(o->attention_backward(be, m->dqkv, m->dbuf_c, a->qkv, a->atty, a->att_lse, B, T, C, NH));
     GML_CHECK(o->matmul_backward(be, m->dbuf_c, gp(m, p[P_QKVW]), gp(m, p[P_QKVB]), m->dqkv, a->ln1,
@@ -367,7 +402,8 @@ static gml_status layer_forward(gml_gpt *m, const layer *ly, float dscale, int w
     int B = m->B, T = m->T, C = m->cfg.n_embd, N = B * T;
     switch (ly->kind) {
     case LAYER_EMBED:
-        return o->encoder_forward(be, m->encoded, m->tokens, cp(m, m->i_wte), cp(m, m->i_wpe), B, T, C);
+        GML_CHECK(o->encoder_forward(be, m->encoded, m->tokens, cp(m, m->i_wte), cp(m, m->i_wpe), B, T, C));
+        return m->dropout_on ? drop(m, m->encoded, m->encoded, (size_t)N * C, SITE_EMBED) : GML_OK;
     case LAYER_BLOCK:
         return block_forward(m, ly->block, block_input(m, ly->block));
     case LAYER_HEAD: {
@@ -390,6 +426,7 @@ static gml_status layer_backward(gml_gpt *m, const layer *ly) {
     int B = m->B, T = m->T, C = m->cfg.n_embd, N = B * T;
     switch (ly->kind) {
     case LAYER_EMBED:
+        if (m->dropout_on) GML_CHECK(drop(m, m->dresidual, m->dresidual, (size_t)N * C, SITE_EMBED));
         return o->encoder_backward(be, gp(m, m->i_wte), gp(m, m->i_wpe), m->dresidual, m->tokens, B, T, C);
     case LAYER_BLOCK:
         return block_backward(m, ly->block, block_input(m, ly->block));
@@ -422,10 +459,13 @@ gml_status gml_gpt_forward(gml_gpt *m, const int32_t *inputs, const int32_t *tar
     m->B = B;
     m->T = T;
     m->has_grad_logits = 0;
+    m->dropout_on = targets != NULL && dscale != 0.0f && m->cfg.dropout > 0.0f;
     for (int i = 0; i < m->n_layers; i++) GML_CHECK(layer_forward(m, &m->layers[i], dscale, targets != NULL));
     m->has_grad_logits = targets != NULL && dscale != 0.0f;
     return GML_OK;
 }
+
+void gml_gpt_set_dropout_key(gml_gpt *m, uint64_t key) { m->dropout_key = key; }
 
 gml_status gml_gpt_backward(gml_gpt *m) {
     if (!m->has_grad_logits)

@@ -32,6 +32,9 @@ typedef struct {
     int vocab_size;              /* V */
     int padded_vocab_size;       /* Vp >= V (rows of wte; extra rows stay 0) */
     float init_std;              /* 0.02 for GPT-2; residual projections use std/sqrt(2L) */
+    float dropout;               /* drop probability in [0, 1) on the embedding output and on both
+                                    residual branches (attention and MLP projections), applied in
+                                    training forwards only (targets and dscale != 0); 0: off */
 } gml_gpt_config;
 
 typedef struct gml_gpt gml_gpt;
@@ -66,6 +69,10 @@ gml_status gml_gpt_get_grads_host(gml_gpt *m, float *host);
  * ready for gml_gpt_backward (use 1/(B*T*grad_accum) for a mean loss). With
  * targets NULL only logits are computed (sampling). */
 gml_status gml_gpt_forward(gml_gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T, float dscale);
+/* Key of the dropout masks of the next training forward (and its backward).
+ * The caller derives it from (seed, step, micro-step) so that a run, and a
+ * resumed run, draw the same masks; see core/dropout.h. */
+void gml_gpt_set_dropout_key(gml_gpt *m, uint64_t key);
 /* Backward of the last forward; gradients ACCUMULATE into the fp32 grads. */
 gml_status gml_gpt_backward(gml_gpt *m);
 gml_status gml_gpt_zero_grads(gml_gpt *m);

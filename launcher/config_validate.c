@@ -49,6 +49,7 @@ static const rule rules[] = {
     INT_RULE("model.vocab_size", 0, 16777216),
     INT_RULE("model.padded_vocab_size", 0, NOLIM),
     REAL_RULE("model.init_std", 0, OPEN, INFINITY, OPEN),
+    REAL_RULE("model.dropout", 0, CLOSED, 1, OPEN),
 
     INT_RULE("data.batch_size", 1, NOLIM),
     INT_RULE("data.seq_len", 0, NOLIM),

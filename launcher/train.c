@@ -16,6 +16,7 @@
 #include "checkpoint/weights.h"
 #include "core/fsutil.h"
 #include "core/dataset.h"
+#include "core/dropout.h"
 #include "core/generate.h"
 #include "core/loader.h"
 #include "core/optim.h"
@@ -36,6 +37,7 @@ gml_status gml_run_model_config(const Gml__RunConfig *cfg, int data_vocab, gml_g
     out->n_embd = mc->n_embd;
     out->block_size = mc->block_size;
     out->init_std = mc->init_std;
+    out->dropout = mc->dropout;
     out->vocab_size = mc->vocab_size > 0 ? mc->vocab_size : data_vocab;
     if (out->vocab_size < data_vocab)
         return gml_error_set(GML_ERR_BAD_INPUT, "model.vocab_size = %d is smaller than the dataset's vocabulary (%d)",
@@ -119,6 +121,9 @@ static gml_status train_loop(trainer *t) {
         GML_CHECK(be->iface->memset_zero(be, t->loss_acc, 4));
         for (int micro = 0; micro < accum; micro++) {
             GML_CHECK(gml_loader_next(t->train, t->inputs, t->targets));
+            /* dropout masks: a function of (seed, step, micro-step) only */
+            uint64_t micro_index = (uint64_t)step * (uint64_t)accum + (uint64_t)micro;
+            gml_gpt_set_dropout_key(t->model, gml_mix64(cfg->train->seed ^ gml_mix64(micro_index)));
             GML_CHECK(gml_gpt_forward(t->model, t->inputs, t->targets, t->B, t->T, dscale));
             GML_CHECK(gml_gpt_loss_accumulate(t->model, t->loss_acc));
             GML_CHECK(gml_gpt_backward(t->model));
@@ -153,14 +158,14 @@ static gml_status train_loop(trainer *t) {
             window_t0 = now_s();
             window_steps = 0;
         }
-        int eval_every = cfg->eval->every;
+        int eval_every = cfg->eval->every, sample_every = cfg->sample->every;
+        double aside_t0 = now_s(); /* eval and sampling stay out of tokens/s */
         if ((eval_every > 0 && done % eval_every == 0) || done == steps) {
             GML_CHECK(evaluate(t, &val_loss));
             GML_CHECK(gml_metrics_eval(t->metrics, done, val_loss));
         }
-        int sample_every = cfg->sample->every;
         if ((sample_every > 0 && done % sample_every == 0) || done == steps) GML_CHECK(sample(t, done));
-        if (eval_every > 0 || sample_every > 0) window_t0 = now_s(); /* keep eval out of tokens/s */
+        window_t0 += now_s() - aside_t0;
     }
     return GML_OK;
 }

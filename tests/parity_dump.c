@@ -2,7 +2,9 @@
  * parameter gradient (CPU backend, fp32) to an HDF5 file, for
  * tests/torch_parity.py to recompute independently in PyTorch.
  *
- * usage: parity_dump OUT.h5 [recompute 0|1]
+ * usage: parity_dump OUT.h5 [recompute 0|1] [dropout p]
+ * With dropout p > 0 the file also carries the attributes dropout and
+ * dropout_key, from which the checker redraws the masks (core/dropout.h).
  * Not a CMocka test itself (tests/cmake/parity.cmake runs it with the
  * Python checker).
  */
@@ -29,9 +31,11 @@ int main(int argc, char **argv) {
         return 2;
     }
     int recompute = argc > 2 ? atoi(argv[2]) : 0;
+    float dropout = argc > 3 ? strtof(argv[3], NULL) : 0.0f;
+    const uint64_t dropout_key = 0x0123456789abcdefULL;
     /* odd sizes on purpose: 3 heads of 8, T < block_size, V not a multiple of 64 */
     gml_gpt_config c = {.n_layer = 2, .n_head = 3, .n_embd = 24, .block_size = 12, .vocab_size = 37,
-                        .padded_vocab_size = 64, .init_std = 0.02f};
+                        .padded_vocab_size = 64, .init_std = 0.02f, .dropout = dropout};
     const int B = 3, T = 9;
     gml_backend *be;
     gml_gpt *m;
@@ -62,6 +66,7 @@ int main(int argc, char **argv) {
     CHECK(be->iface->alloc(be, (void **)&acc, 4));
     CHECK(be->iface->memset_zero(be, acc, 4));
     CHECK(gml_gpt_zero_grads(m));
+    gml_gpt_set_dropout_key(m, dropout_key);
     CHECK(gml_gpt_forward(m, in, tg, B, T, 1.0f / (B * T)));
     CHECK(gml_gpt_loss_accumulate(m, acc));
     CHECK(gml_gpt_backward(m));
@@ -84,6 +89,15 @@ int main(int argc, char **argv) {
         fprintf(stderr, "parity_dump: writing the batch to %s failed\n", argv[1]);
         return 1;
     }
+    hid_t a1 = H5Acreate2(f, "dropout", H5T_IEEE_F32LE, s0, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t a2 = H5Acreate2(f, "dropout_key", H5T_STD_U64LE, s0, H5P_DEFAULT, H5P_DEFAULT);
+    if (a1 < 0 || a2 < 0 || H5Awrite(a1, H5T_NATIVE_FLOAT, &dropout) < 0 ||
+        H5Awrite(a2, H5T_NATIVE_UINT64, &dropout_key) < 0) {
+        fprintf(stderr, "parity_dump: writing the dropout attributes to %s failed\n", argv[1]);
+        return 1;
+    }
+    H5Aclose(a1);
+    H5Aclose(a2);
     H5Dclose(d1);
     H5Dclose(d2);
     H5Dclose(d3);

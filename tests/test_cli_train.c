@@ -86,9 +86,9 @@ static void test_prep_train_sample(void **state) {
             "model: {n_layer: 2, n_head: 2, n_embd: 32, block_size: 32}\n"
             "data: {path: %s/data.h5, batch_size: 8}\n"
             "optim: {lr: 0.003, warmup_steps: 5}\n"
-            "train: {steps: 60, device: cpu, out_dir: %s/run}\n"
-            "eval: {every: 30, batches: 4}\n"
-            "log: {every: 20}\n"
+            "train: {steps: 200, device: cpu, out_dir: %s/run}\n"
+            "eval: {every: 100, batches: 4}\n"
+            "log: {every: 50}\n"
             "sample: {tokens: 40}\n",
             dir, dir);
     fclose(f);
@@ -96,14 +96,16 @@ static void test_prep_train_sample(void **state) {
     int rc = run(cmd, &out);
     if (rc != 0) fprintf(stderr, "%s\n", out);
     assert_int_equal(rc, 0);
-    assert_non_null(strstr(out, "60/60")); /* the last progress line */
+    assert_non_null(strstr(out, "200/200")); /* the last progress line */
     free(out);
 
     snprintf(path, sizeof path, "%s/run/metrics.jsonl", dir);
     double first = val_loss(path, 0), last = val_loss(path, -1);
     printf("val loss %.4f -> %.4f\n", first, last);
     assert_true(first > 2.0);        /* about ln(vocab ~ 30) at init */
-    assert_true(last < 0.6 * first); /* the grammar is easy to learn */
+    /* the grammar carries about log(125) nats per ~25-char sentence, 0.2 nats
+     * per character: a model that learns it ends far below 0.6 x the start */
+    assert_true(last < 0.6 * first);
 
     snprintf(path, sizeof path, "%s/run/tb", dir);
     DIR *d = opendir(path);

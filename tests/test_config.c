@@ -250,7 +250,7 @@ static void test_bool_spellings(void **state) {
 static void test_unknown_key(void **state) {
     expect_bad("model:\n  n_layer: 2\n  n_layr: 6\n", 0, NULL, "t.yaml:3", "unknown key",
                "unknown key 'model.n_layr'; accepted keys in 'model': "
-               "n_layer, n_head, n_embd, block_size, vocab_size, padded_vocab_size, init_std",
+               "n_layer, n_head, n_embd, block_size, vocab_size, padded_vocab_size, init_std, dropout",
                "did you mean 'n_layer'", NULL);
 }
 
@@ -378,7 +378,7 @@ static const range_case range_cases[] = {
     {"model.n_embd=0", 0},            {"model.n_embd=65540", 0},        {"model.block_size=0", 0},
     {"model.block_size=1048576", 1},  {"model.block_size=1048577", 0},  {"model.vocab_size=-1", 0},
     {"model.vocab_size=16777216", 1}, {"model.vocab_size=16777217", 0}, {"model.init_std=0", 0},
-    {"model.init_std=-0.01", 0},      {"model.init_std=1e-6", 1},       {"data.batch_size=0", 0},
+    {"model.init_std=-0.01", 0},      {"model.dropout=0", 1}, {"model.dropout=0.2", 1}, {"model.dropout=1", 0}, {"model.dropout=-0.1", 0},      {"model.init_std=1e-6", 1},       {"data.batch_size=0", 0},
     {"data.batch_size=1", 1},         {"data.seq_len=-1", 0},           {"data.seq_len=128", 1},
     {"data.seq_len=129", 0},          {"optim.lr=0", 0},                {"optim.lr=10", 1},
     {"optim.lr=10.001", 0},           {"optim.lr=-1", 0},               {"optim.min_lr_ratio=0", 1},
@@ -548,14 +548,14 @@ static void test_print_format(void **state) {
         assert_true(at >= prev);
         prev = at;
     }
-    /* every field of the .proto: 7+3+9+6+2+3+5+4+4 keys, 9 sections */
+    /* every field of the .proto: 8+3+9+6+2+3+5+4+4 keys, 9 sections */
     int keys = 0, secs = 0;
     for (const char *p = text; *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p)) {
         if (p[0] == '#') continue;
         if (p[0] == ' ' && p[1] == ' ' && p[2] != ' ') keys++;
         else if (p[0] != '\n' && p[0] != ' ') secs++;
     }
-    assert_int_equal(keys, 43);
+    assert_int_equal(keys, 44);
     assert_int_equal(secs, 9);
     free(text);
     gml_config_free(c);
@@ -659,6 +659,7 @@ static void test_fixture_all_keys(void **state) {
     assert_int_equal(c->model->vocab_size, 65);
     assert_int_equal(c->model->padded_vocab_size, 128);
     assert_true(c->model->init_std == 0.015f);
+    assert_true(c->model->dropout == 0.25f);
     assert_string_equal(c->data->path, "data/shakespeare_char.h5");
     assert_int_equal(c->data->batch_size, 64);
     assert_int_equal(c->data->seq_len, 200);

@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "core/backend.h"
+#include "core/dropout.h"
 #include "core/dtype.h"
 
 #define TOL_FD     1e-3 /* analytic vs central finite difference (see above) */
@@ -627,6 +628,91 @@ static void test_gelu(void **state) {
     free(c.x), free(c.R), free(c.out), free(ref), free(gi), free(gi2), free(ng);
 }
 
+/* ---------------------------------------------------------------- dropout */
+
+typedef struct {
+    size_t n;
+    uint64_t key;
+    uint32_t thr;
+    float scale;
+    float *x, *R, *out;
+    void *d_x, *d_out;
+} drop_ctx;
+
+static double drop_eval(void *p) {
+    drop_ctx *c = p;
+    up(c->d_x, c->x, c->n);
+    OK(g_be->iface->dropout(g_be, c->d_out, c->d_x, c->n, c->key, c->thr, c->scale));
+    down(c->out, c->d_out, c->n);
+    return dot_fd(c->out, c->R, c->n);
+}
+
+/* Dropout: each output is 0 or x*scale; the drop rate is p within 5 sigma of
+ * the binomial; the mask depends on the key only (same key same mask,
+ * another key another one, in place same as out of place); the op is its own
+ * backward (finite differences); p = 0 is the identity. */
+static void test_dropout(void **state) {
+    (void)state;
+    rng_seed(23);
+    const float p = 0.2f;
+    drop_ctx c = {.n = 200003, .key = 0x1234abcdULL, .thr = gml_dropout_threshold(p), .scale = 1.0f / (1.0f - p)};
+    c.x = rand_f32(c.n, 0.5f, 2.0f); /* never 0, so a 0 output means dropped */
+    c.R = rand_f32(c.n, -1, 1);
+    c.out = filled(c.n, NAN);
+    c.d_x = dev_from(c.x, c.n);
+    c.d_out = dev_from(c.out, c.n);
+    drop_eval(&c);
+    size_t dropped = 0;
+    for (size_t i = 0; i < c.n; i++) {
+        if (c.out[i] == 0.0f) {
+            dropped++;
+        } else if (c.out[i] != c.x[i] * c.scale) {
+            fail_msg("dropout: element %zu is %g, want 0 or %g", i, (double)c.out[i], (double)(c.x[i] * c.scale));
+        }
+    }
+    double rate = (double)dropped / (double)c.n, sigma = sqrt(p * (1.0 - p) / (double)c.n);
+    printf("  dropout p=%.2f: dropped %.5f of %zu (5 sigma = %.5f)\n", (double)p, rate, c.n, 5 * sigma);
+    assert_true(fabs(rate - p) < 5 * sigma);
+
+    /* same key, in place: the same mask bit for bit */
+    float *again = filled(c.n, NAN);
+    void *d_in = dev_from(c.x, c.n);
+    OK(g_be->iface->dropout(g_be, d_in, d_in, c.n, c.key, c.thr, c.scale));
+    down(again, d_in, c.n);
+    check_bitwise("dropout in place vs out of place", again, c.out, c.n);
+    /* another key: the masks agree on about p^2 + (1-p)^2 of the elements */
+    up(d_in, c.x, c.n);
+    OK(g_be->iface->dropout(g_be, d_in, d_in, c.n, c.key + 1, c.thr, c.scale));
+    down(again, d_in, c.n);
+    size_t agree = 0;
+    for (size_t i = 0; i < c.n; i++) agree += (again[i] == 0.0f) == (c.out[i] == 0.0f);
+    double want = (double)p * p + (1.0 - p) * (1.0 - p);
+    assert_true(fabs((double)agree / (double)c.n - want) < 0.01);
+    /* p = 0: the identity */
+    up(d_in, c.x, c.n);
+    OK(g_be->iface->dropout(g_be, d_in, d_in, c.n, c.key, gml_dropout_threshold(0.0f), 1.0f));
+    down(again, d_in, c.n);
+    check_bitwise("dropout p=0", again, c.x, c.n);
+
+    /* backward = the same op on the gradient: vs finite differences on a few
+     * hundred elements (the op is diagonal, so each is independent) */
+    enum { NCHECK = 300 };
+    size_t idx[NCHECK];
+    for (size_t k = 0; k < NCHECK; k++) idx[k] = (size_t)rng_u32() % c.n;
+    float *dx = filled(c.n, NAN);
+    void *d_R = dev_from(c.R, c.n), *d_dx = dev_from(dx, c.n);
+    OK(g_be->iface->dropout(g_be, d_dx, d_R, c.n, c.key, c.thr, c.scale));
+    down(dx, d_dx, c.n);
+    double *ng = dalloc(NCHECK);
+    numgrad(drop_eval, &c, c.x, c.n, idx, NCHECK, ng);
+    float *dxs = filled(NCHECK, 0);
+    for (size_t k = 0; k < NCHECK; k++) dxs[k] = dx[idx[k]];
+    check_grad("dropout dx", dxs, NULL, ng, NCHECK);
+
+    dev_free(c.d_x), dev_free(c.d_out), dev_free(d_in), dev_free(d_R), dev_free(d_dx);
+    free(c.x), free(c.R), free(c.out), free(again), free(dx), free(ng), free(dxs);
+}
+
 /* -------------------------------------------------------------- attention */
 
 typedef struct {
@@ -1089,6 +1175,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_bias),
         cmocka_unit_test(test_matmul_nobias),
         cmocka_unit_test(test_gelu),
+        cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_large),
         cmocka_unit_test(test_classifier),

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "core/backend.h"
+#include "core/dropout.h"
 #include "core/dtype.h"
 
 /* ---- tolerances (relative norm error ||gpu - cpu|| / ||cpu||) ----
@@ -395,6 +396,32 @@ static void test_gelu_residual(void **state) {
     free(x_h), free(y_h), free(d_h);
 }
 
+/* Dropout: the CUDA mask must be the CPU mask exactly (same zeros), the
+ * kept values x*scale within bf16 rounding. */
+static void test_dropout(void **state) {
+    (void)state;
+    rng_seed(8);
+    const size_t n = 1000003;
+    const float p = 0.2f, scale = 1.0f / (1.0f - p);
+    const uint32_t thr = gml_dropout_threshold(p);
+    float *x_h = rand_bf16(n, 0.5f, 2.0f); /* never 0: a 0 output means dropped */
+    pair x = pair_from(x_h, n, 1), out = pair_poison(n, 1);
+    OK(g_cpu->iface->dropout(g_cpu, out.cpu, x.cpu, n, 0xfeedULL, thr, scale));
+    OK(g_gpu->iface->dropout(g_gpu, out.gpu, x.gpu, n, 0xfeedULL, thr, scale));
+    float *c = download(&out, 0), *g = download(&out, 1);
+    size_t differ = 0, dropped = 0;
+    for (size_t i = 0; i < n; i++) {
+        differ += (c[i] == 0.0f) != (g[i] == 0.0f);
+        dropped += g[i] == 0.0f;
+    }
+    printf("  dropout: %zu of %zu dropped on the GPU, %zu mask bits differ from the CPU\n", dropped, n, differ);
+    assert_int_equal(differ, 0);
+    assert_true(dropped > 0 && dropped < n);
+    compare("dropout", &out, TOL_BF16_OUT);
+    free(c), free(g), free(x_h);
+    pair_free(&x), pair_free(&out);
+}
+
 static void run_attention(int B, int T, int C, int NH) {
     char what[96];
     const size_t n_qkv = (size_t)B * T * 3 * C, n_out = (size_t)B * T * C, n_lse = (size_t)B * NH * T;
@@ -593,6 +620,7 @@ int main(void) {
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_gelu_residual),
+        cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_classifier),
         cmocka_unit_test(test_reductions),

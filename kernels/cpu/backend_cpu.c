@@ -156,6 +156,7 @@ static const struct gml_backend_i cpu_iface = {
     .gelu_forward = gml_cpu_gelu_forward,
     .gelu_backward = gml_cpu_gelu_backward,
     .residual_forward = gml_cpu_residual_forward,
+    .dropout = gml_cpu_dropout,
     .attention_forward = gml_cpu_attention_forward,
     .attention_backward = gml_cpu_attention_backward,
     .classifier_forward_backward = gml_cpu_classifier_forward_backward,

@@ -49,6 +49,8 @@ gml_status gml_cpu_layernorm_backward(gml_backend *be, void *dinp, float *dweigh
 gml_status gml_cpu_gelu_forward(gml_backend *be, void *out, const void *inp, size_t n);
 gml_status gml_cpu_gelu_backward(gml_backend *be, void *dinp, const void *inp, const void *dout, size_t n);
 gml_status gml_cpu_residual_forward(gml_backend *be, void *out, const void *a, const void *b, size_t n);
+gml_status gml_cpu_dropout(gml_backend *be, void *out, const void *x, size_t n, uint64_t key, uint32_t threshold,
+                           float scale);
 
 /* ---- ops_dense.c ---- */
 gml_status gml_cpu_matmul_forward(gml_backend *be, void *out, const void *inp, const void *weight, const void *bias,

@@ -293,6 +293,7 @@ static const struct gml_backend_i cuda_iface = {
     /* .gelu_forward = */ gml_cuda_gelu_forward,
     /* .gelu_backward = */ gml_cuda_gelu_backward,
     /* .residual_forward = */ gml_cuda_residual_forward,
+    /* .dropout = */ gml_cuda_dropout,
     /* .attention_forward = */ gml_cuda_attention_forward,
     /* .attention_backward = */ gml_cuda_attention_backward,
     /* .classifier_forward_backward = */ gml_cuda_classifier_forward_backward,

@@ -141,6 +141,8 @@ gml_status gml_cuda_cast_f32_to_act(gml_backend *be, void *dst, const float *src
 gml_status gml_cuda_gelu_forward(gml_backend *be, void *out, const void *inp, size_t n);
 gml_status gml_cuda_gelu_backward(gml_backend *be, void *dinp, const void *inp, const void *dout, size_t n);
 gml_status gml_cuda_residual_forward(gml_backend *be, void *out, const void *a, const void *b, size_t n);
+gml_status gml_cuda_dropout(gml_backend *be, void *out, const void *x, size_t n, uint64_t key, uint32_t threshold,
+                            float scale);
 /* encoder.cu */
 gml_status gml_cuda_encoder_forward(gml_backend *be, void *out, const int32_t *tokens, const void *wte, const void *wpe,
                                     int B, int T, int C);

@@ -1,10 +1,12 @@
 /* elementwise.cu — the CUDA backend's element-by-element ops: f32 -> bf16
- * cast, GELU (tanh approximation) forward and backward, residual add.
+ * cast, GELU (tanh approximation) forward and backward, residual add,
+ * dropout (mask from core/dropout.h, bit-identical to the CPU backend's).
  *
  * Grid-stride loops over n elements (any n, size_t); math in f32, results
  * rounded to bf16 (round-to-nearest-even). Not for: reductions
  * (optimizer.cu, layernorm.cu) or anything that needs neighbours.
  */
+#include "core/dropout.h"
 #include "kernels/cuda/cuda_common.cuh"
 
 #define EW_THREADS 256
@@ -43,6 +45,11 @@ __global__ void residual_forward_kernel(bf16 *out, const bf16 *a, const bf16 *b,
         out[i] = f2bf(bf2f(a[i]) + bf2f(b[i]));
 }
 
+__global__ void dropout_kernel(bf16 *out, const bf16 *x, size_t n, uint64_t key, uint32_t threshold, float scale) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = gml_dropout_bits(key, i) >= threshold ? f2bf(bf2f(x[i]) * scale) : f2bf(0.0f);
+}
+
 gml_status gml_cuda_cast_f32_to_act(gml_backend *be, void *dst, const float *src, size_t n) {
     gml_cuda_ctx *c = NULL;
     GML_CHECK(gml_cuda_enter(be, &c));
@@ -78,5 +85,16 @@ gml_status gml_cuda_residual_forward(gml_backend *be, void *out, const void *a, 
     residual_forward_kernel<<<cuda_grid_for(n, EW_THREADS), EW_THREADS, 0, c->stream>>>((bf16 *)out, (const bf16 *)a,
                                                                                         (const bf16 *)b, n);
     CUDA_CHECK_LAUNCH("residual_forward_kernel");
+    return GML_OK;
+}
+
+gml_status gml_cuda_dropout(gml_backend *be, void *out, const void *x, size_t n, uint64_t key, uint32_t threshold,
+                            float scale) {
+    gml_cuda_ctx *c = NULL;
+    GML_CHECK(gml_cuda_enter(be, &c));
+    if (n == 0) return GML_OK;
+    dropout_kernel<<<cuda_grid_for(n, EW_THREADS), EW_THREADS, 0, c->stream>>>((bf16 *)out, (const bf16 *)x, n, key,
+                                                                               threshold, scale);
+    CUDA_CHECK_LAUNCH("dropout_kernel");
     return GML_OK;
 }
