@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PKGS="build-essential cmake ninja-build pkg-config libyaml-dev libprotobuf-c-dev protobuf-c-compiler
-libcmocka-dev libhdf5-dev hdf5-tools libopenblas-dev libopenmpi-dev openmpi-bin fortunes
+libcmocka-dev libhdf5-dev hdf5-tools libopenblas-dev libopenblas0-openmp libopenmpi-dev openmpi-bin fortunes
 python3 python3-venv python3-pip python3-torch python3-h5py python3-numpy"
 
 missing=""
