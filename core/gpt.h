@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #include "core/backend.h"
-#include "core/params.h"
+#include "parallel/params.h"
 
 #ifdef __cplusplus
 extern "C" {

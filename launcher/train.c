@@ -109,9 +109,12 @@ static gml_status train_loop(trainer *t) {
     double flops_tok = gml_gpt_flops_per_token(t->model, t->T);
     float dscale = 1.0f / (float)tokens_per_step;
 
-    double val_loss;
+    double val_loss, best_val;
+    int best_step = 0;
     GML_CHECK(evaluate(t, &val_loss));
     GML_CHECK(gml_metrics_eval(t->metrics, 0, val_loss));
+    best_val = val_loss;
+    const double start_val = val_loss;
 
     double t_start = now_s(), window_t0 = t_start;
     int window_steps = 0;
@@ -163,11 +166,15 @@ static gml_status train_loop(trainer *t) {
         if ((eval_every > 0 && done % eval_every == 0) || done == steps) {
             GML_CHECK(evaluate(t, &val_loss));
             GML_CHECK(gml_metrics_eval(t->metrics, done, val_loss));
+            if (val_loss < best_val) best_val = val_loss, best_step = done;
         }
         if ((sample_every > 0 && done % sample_every == 0) || done == steps) GML_CHECK(sample(t, done));
         window_t0 += now_s() - aside_t0;
     }
-    return GML_OK;
+    char line[160];
+    snprintf(line, sizeof line, "best %.4f at step %d, last %.4f, start %.4f; %.1f s training", best_val, best_step,
+             val_loss, start_val, now_s() - t_start);
+    return info(t, "val loss", line);
 }
 
 gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path) {

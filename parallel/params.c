@@ -1,5 +1,5 @@
 /* params.c — the parameter registry: registration, lookup, initial values. */
-#include "core/params.h"
+#include "parallel/params.h"
 
 #include <stdlib.h>
 #include <string.h>
