@@ -2,7 +2,9 @@
  * small GPT, the same initial weights and the same batches trained for 40
  * AdamW steps on the CUDA backend (bf16 compute, fp32 master) and on the CPU
  * backend (fp32). Every step's loss must agree within LOSS_TOL relative, and
- * the loss must fall on both. Skipped (exit 77) without a CUDA device. */
+ * the loss must fall on both; once without and once with dropout (both
+ * backends draw the same masks, core/dropout.h). Skipped (exit 77) without a
+ * CUDA device. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,12 +29,14 @@ static const gml_gpt_config CFG = {.n_layer = 2, .n_head = 4, .n_embd = 64, .blo
                                    .padded_vocab_size = 64, .init_std = 0.02f};
 enum { B = 8, T = 64 };
 
-static void run(const char *kind, double *losses) {
+static void run(const char *kind, float dropout, double *losses) {
     gml_backend *be;
     gml_gpt *m;
     gml_adamw *opt;
+    gml_gpt_config cfg = CFG;
+    cfg.dropout = dropout;
     assert_int_equal(gml_backend_create(kind, 0, &be), GML_OK);
-    assert_int_equal(gml_gpt_create(be, &CFG, B, T, 0, &m), GML_OK);
+    assert_int_equal(gml_gpt_create(be, &cfg, B, T, 0, &m), GML_OK);
     assert_int_equal(gml_gpt_init_weights(m, 1), GML_OK);
     gml_adamw_config oc = {0.9, 0.95, 1e-8, 0.1, 1.0};
     assert_int_equal(gml_adamw_create(m, &oc, &opt), GML_OK);
@@ -55,6 +59,7 @@ static void run(const char *kind, double *losses) {
             }
         }
         assert_int_equal(gml_gpt_zero_grads(m), GML_OK);
+        gml_gpt_set_dropout_key(m, 1000 + (uint64_t)step);
         assert_int_equal(be->iface->memset_zero(be, acc, 4), GML_OK);
         assert_int_equal(gml_gpt_forward(m, in, tg, B, T, 1.0f / (B * T)), GML_OK);
         assert_int_equal(gml_gpt_loss_accumulate(m, acc), GML_OK);
@@ -70,11 +75,11 @@ static void run(const char *kind, double *losses) {
     gml_backend_destroy(be);
 }
 
-static void test_loss_curves_track(void **state) {
-    (void)state;
+static void curves_track(float dropout) {
     double cpu[STEPS], gpu[STEPS], worst = 0;
-    run("cpu", cpu);
-    run("cuda", gpu);
+    printf("dropout %.2f\n", (double)dropout);
+    run("cpu", dropout, cpu);
+    run("cuda", dropout, gpu);
     for (int i = 0; i < STEPS; i++) {
         double e = fabs(gpu[i] - cpu[i]) / cpu[i];
         if (e > worst) worst = e;
@@ -87,11 +92,22 @@ static void test_loss_curves_track(void **state) {
     assert_true(gpu[STEPS - 1] < 0.7 * gpu[0]);
 }
 
+static void test_loss_curves_track(void **state) {
+    (void)state;
+    curves_track(0.0f);
+}
+
+static void test_loss_curves_track_dropout(void **state) {
+    (void)state;
+    curves_track(0.1f);
+}
+
 int main(void) {
     if (gml_backend_cuda_device_count() == 0) {
         printf("SKIP: no CUDA device\n");
         return 77;
     }
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_loss_curves_track)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_loss_curves_track),
+                                       cmocka_unit_test(test_loss_curves_track_dropout)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,8 +14,8 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTUR
   -DGML_PYTHON="$(command -v python3)" >"$out/cmake.log" 2>&1 &&
   cmake --build build -j16 >"$out/build.log" 2>&1 || { tail -50 "$out/build.log" "$out/cmake.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
-ctest --test-dir build -L gpu --output-on-failure >"$out/ctest_gpu.log" 2>&1; echo "ctest gpu rc=$?"
-tail -15 "$out/ctest_gpu.log"
+ctest --test-dir build -L gpu -V >"$out/ctest_gpu.log" 2>&1; echo "ctest gpu rc=$?"
+grep -E "rel err|worst|dropout|Passed|Failed|tests passed" "$out/ctest_gpu.log"
 build/bench_train_step --device cuda 2>&1 | tee "$out/bench_124m.json"
 if [ "$steps" -gt 0 ]; then
   mkdir -p data
@@ -24,6 +24,6 @@ if [ "$steps" -gt 0 ]; then
   t0=$(date +%s)
   build/gml-dist configs/shakespeare-char.yaml train.steps="$steps" train.out_dir="$out/shakespeare" >"$out/shakespeare.log" 2>&1
   echo "shakespeare rc=$? $(( $(date +%s) - t0 )) s"
-  grep -i "val" "$out/shakespeare.log" | tail -25
+  grep -E "val loss|^step +(1000|5000)/" "$out/shakespeare.log"
   tail -3 "$out/shakespeare.log"
 fi
