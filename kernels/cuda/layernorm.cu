@@ -3,6 +3,8 @@
  *
  * Forward: one warp per row; two passes over the row (mean, then variance of
  * x - mean) so the variance does not cancel; saves mean and rstd (f32).
+ * Rows with C % 8 == 0 (and 16-byte aligned) take the vectorised per-row
+ * kernels: each lane moves 8 bf16 per 128-bit load; others the scalar ones.
  * Backward: one warp per row for dinp (+=, bf16 read-modify-write); dweight
  * and dbias (f32 +=) are column sums over rows done deterministically: blocks
  * of 32 columns x a chunk of rows write partial sums to scratch, then one
@@ -71,6 +73,107 @@ __global__ void layernorm_backward_dinp_kernel(bf16 *dinp /* (N,C) += */, const 
     }
 }
 
+/* ---- vectorised per-row kernels: C % 8 == 0, 16-byte aligned rows ---- */
+
+struct bf16x8 {
+    float v[8];
+};
+__device__ __forceinline__ bf16x8 load8(const bf16 *p) {
+    uint4 raw = *reinterpret_cast<const uint4 *>(p);
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&raw);
+    bf16x8 r;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 f = __bfloat1622float2(h[i]);
+        r.v[2 * i] = f.x;
+        r.v[2 * i + 1] = f.y;
+    }
+    return r;
+}
+__device__ __forceinline__ void store8(bf16 *p, const bf16x8 &x) {
+    uint4 raw;
+    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&raw);
+#pragma unroll
+    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(x.v[2 * i], x.v[2 * i + 1]);
+    *reinterpret_cast<uint4 *>(p) = raw;
+}
+
+__global__ void layernorm_forward_vec_kernel(bf16 *out, float *mean, float *rstd, const bf16 *inp,
+                                             const bf16 *weight, const bf16 *bias, int N, int C) {
+    int lane = threadIdx.x & 31;
+    int row = blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
+    if (row >= N) return;
+    const bf16 *x = inp + (size_t)row * C;
+    float s = 0.0f;
+    for (int c = lane * 8; c < C; c += 256) {
+        bf16x8 a = load8(x + c);
+#pragma unroll
+        for (int i = 0; i < 8; i++) s += a.v[i];
+    }
+    float m = warp_sum(s) / (float)C;
+    float v = 0.0f;
+    for (int c = lane * 8; c < C; c += 256) {
+        bf16x8 a = load8(x + c);
+#pragma unroll
+        for (int i = 0; i < 8; i++) v += (a.v[i] - m) * (a.v[i] - m);
+    }
+    v = warp_sum(v) / (float)C;
+    float rs = rsqrtf(v + LN_EPS);
+    bf16 *o = out + (size_t)row * C;
+    for (int c = lane * 8; c < C; c += 256) {
+        bf16x8 a = load8(x + c), w = load8(weight + c), bb = load8(bias + c), r;
+#pragma unroll
+        for (int i = 0; i < 8; i++) r.v[i] = (a.v[i] - m) * rs * w.v[i] + bb.v[i];
+        store8(o + c, r);
+    }
+    if (lane == 0) {
+        mean[row] = m;
+        rstd[row] = rs;
+    }
+}
+
+__global__ void layernorm_backward_dinp_vec_kernel(bf16 *dinp, const bf16 *dout, const bf16 *inp,
+                                                   const bf16 *weight, const float *mean, const float *rstd, int N,
+                                                   int C) {
+    int lane = threadIdx.x & 31;
+    int row = blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
+    if (row >= N) return;
+    const bf16 *x = inp + (size_t)row * C;
+    const bf16 *dy = dout + (size_t)row * C;
+    float m = mean[row], rs = rstd[row];
+    float sum_dn = 0.0f, sum_dn_xhat = 0.0f;
+    for (int c = lane * 8; c < C; c += 256) {
+        bf16x8 a = load8(x + c), d = load8(dy + c), w = load8(weight + c);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            float dn = d.v[i] * w.v[i];
+            sum_dn += dn;
+            sum_dn_xhat += dn * (a.v[i] - m) * rs;
+        }
+    }
+    float mean_dn = warp_sum(sum_dn) / (float)C;
+    float mean_dn_xhat = warp_sum(sum_dn_xhat) / (float)C;
+    bf16 *dx = dinp + (size_t)row * C;
+    for (int c = lane * 8; c < C; c += 256) {
+        bf16x8 a = load8(x + c), d = load8(dy + c), w = load8(weight + c), g = load8(dx + c);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            float xhat = (a.v[i] - m) * rs;
+            g.v[i] += rs * (d.v[i] * w.v[i] - mean_dn - xhat * mean_dn_xhat);
+        }
+        store8(dx + c, g);
+    }
+}
+
+/* 16-byte aligned rows of C bf16 for every pointer given (NULL ignored). */
+static bool ln_vec_ok(int C, const void *a, const void *b, const void *c2, const void *d, const void *e) {
+    if (C % 8 != 0) return false;
+    const void *ps[5] = {a, b, c2, d, e};
+    for (int i = 0; i < 5; i++)
+        if (ps[i] && ((uintptr_t)ps[i] & 15u) != 0) return false;
+    return true;
+}
+
 /* Block (32, 8): 32 columns x 8 row lanes; blockIdx.y picks a chunk of rows.
  * partial_dw/partial_db: (gridDim.y, C). */
 __global__ void layernorm_backward_params_partial_kernel(float *partial_dw, float *partial_db,
@@ -124,6 +227,12 @@ gml_status gml_cuda_layernorm_forward(gml_backend *be, void *out, float *mean, f
     gml_cuda_ctx *c = NULL;
     GML_CHECK(gml_cuda_enter(be, &c));
     if (N <= 0 || C <= 0) return GML_OK;
+    if (ln_vec_ok(C, out, inp, weight, bias, NULL)) {
+        layernorm_forward_vec_kernel<<<cuda_ceil_div((size_t)N, LN_WARPS), LN_WARPS * 32, 0, c->stream>>>(
+            (bf16 *)out, mean, rstd, (const bf16 *)inp, (const bf16 *)weight, (const bf16 *)bias, N, C);
+        CUDA_CHECK_LAUNCH("layernorm_forward_vec_kernel");
+        return GML_OK;
+    }
     layernorm_forward_kernel<<<cuda_ceil_div((size_t)N, LN_WARPS), LN_WARPS * 32, 0, c->stream>>>(
         (bf16 *)out, mean, rstd, (const bf16 *)inp, (const bf16 *)weight, (const bf16 *)bias, N, C);
     CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
@@ -136,9 +245,15 @@ gml_status gml_cuda_layernorm_backward(gml_backend *be, void *dinp, float *dweig
     gml_cuda_ctx *c = NULL;
     GML_CHECK(gml_cuda_enter(be, &c));
     if (N <= 0 || C <= 0) return GML_OK;
-    layernorm_backward_dinp_kernel<<<cuda_ceil_div((size_t)N, LN_WARPS), LN_WARPS * 32, 0, c->stream>>>(
-        (bf16 *)dinp, (const bf16 *)dout, (const bf16 *)inp, (const bf16 *)weight, mean, rstd, N, C);
-    CUDA_CHECK_LAUNCH("layernorm_backward_dinp_kernel");
+    if (ln_vec_ok(C, dinp, dout, inp, weight, NULL)) {
+        layernorm_backward_dinp_vec_kernel<<<cuda_ceil_div((size_t)N, LN_WARPS), LN_WARPS * 32, 0, c->stream>>>(
+            (bf16 *)dinp, (const bf16 *)dout, (const bf16 *)inp, (const bf16 *)weight, mean, rstd, N, C);
+        CUDA_CHECK_LAUNCH("layernorm_backward_dinp_vec_kernel");
+    } else {
+        layernorm_backward_dinp_kernel<<<cuda_ceil_div((size_t)N, LN_WARPS), LN_WARPS * 32, 0, c->stream>>>(
+            (bf16 *)dinp, (const bf16 *)dout, (const bf16 *)inp, (const bf16 *)weight, mean, rstd, N, C);
+        CUDA_CHECK_LAUNCH("layernorm_backward_dinp_kernel");
+    }
 
     int chunks = (int)cuda_ceil_div((size_t)N, LN_ROWS_PER_CHUNK);
     if (chunks > LN_MAX_CHUNKS) chunks = LN_MAX_CHUNKS;
