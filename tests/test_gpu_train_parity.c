@@ -3,14 +3,17 @@
  * AdamW steps on the CUDA backend (bf16 compute, fp32 master) and on the CPU
  * backend (fp32). Every step's loss must agree within LOSS_TOL relative, and
  * the loss must fall on both; once without and once with dropout (both
- * backends draw the same masks, core/dropout.h). Skipped (exit 77) without a
- * CUDA device. */
+ * backends draw the same masks, core/dropout.h). And two GPU runs give the
+ * same losses and final weights bit for bit (no atomics or other order
+ * dependence in any kernel: what bit-for-bit resume will rest on). Skipped
+ * (exit 77) without a CUDA device. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -29,7 +32,8 @@ static const gml_gpt_config CFG = {.n_layer = 2, .n_head = 4, .n_embd = 64, .blo
                                    .padded_vocab_size = 64, .init_std = 0.02f};
 enum { B = 8, T = 64 };
 
-static void run(const char *kind, float dropout, double *losses) {
+/* params_out: (*n_out) final master weights, or NULL */
+static void run(const char *kind, float dropout, double *losses, float **params_out, size_t *n_out) {
     gml_backend *be;
     gml_gpt *m;
     gml_adamw *opt;
@@ -69,6 +73,12 @@ static void run(const char *kind, float dropout, double *losses) {
         assert_int_equal(be->iface->download_f32(be, &s, acc, GML_DTYPE_F32, 1), GML_OK);
         losses[step] = s / (B * T);
     }
+    if (params_out) {
+        *params_out = malloc(gml_gpt_num_params(m) * sizeof **params_out);
+        assert_non_null(*params_out);
+        assert_int_equal(gml_gpt_get_params_host(m, *params_out), GML_OK);
+        *n_out = gml_gpt_num_params(m);
+    }
     be->iface->free(be, acc);
     gml_adamw_destroy(opt);
     gml_gpt_destroy(m);
@@ -78,8 +88,8 @@ static void run(const char *kind, float dropout, double *losses) {
 static void curves_track(float dropout) {
     double cpu[STEPS], gpu[STEPS], worst = 0;
     printf("dropout %.2f\n", (double)dropout);
-    run("cpu", dropout, cpu);
-    run("cuda", dropout, gpu);
+    run("cpu", dropout, cpu, NULL, NULL);
+    run("cuda", dropout, gpu, NULL, NULL);
     for (int i = 0; i < STEPS; i++) {
         double e = fabs(gpu[i] - cpu[i]) / cpu[i];
         if (e > worst) worst = e;
@@ -90,6 +100,23 @@ static void curves_track(float dropout) {
     printf("worst relative loss difference over %d steps: %.3e (bound %.2f)\n", STEPS, worst, LOSS_TOL);
     assert_true(cpu[STEPS - 1] < 0.7 * cpu[0]);
     assert_true(gpu[STEPS - 1] < 0.7 * gpu[0]);
+}
+
+static void test_gpu_runs_bit_identical(void **state) {
+    (void)state;
+    double a[STEPS], b[STEPS];
+    float *pa, *pb;
+    size_t n = 0, nb = 0;
+    run("cuda", 0.1f, a, &pa, &n);
+    run("cuda", 0.1f, b, &pb, &nb);
+    assert_memory_equal(a, b, sizeof a);
+    assert_int_equal(n, nb);
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++) differ += memcmp(&pa[i], &pb[i], sizeof(float)) != 0;
+    printf("two GPU runs of %d steps: losses identical, %zu of %zu weights differ\n", STEPS, differ, n);
+    assert_int_equal(differ, 0);
+    free(pa);
+    free(pb);
 }
 
 static void test_loss_curves_track(void **state) {
@@ -108,6 +135,7 @@ int main(void) {
         return 77;
     }
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_loss_curves_track),
-                                       cmocka_unit_test(test_loss_curves_track_dropout)};
+                                       cmocka_unit_test(test_loss_curves_track_dropout),
+                                       cmocka_unit_test(test_gpu_runs_bit_identical)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
