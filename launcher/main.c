@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "comm/comm.h"
 #include "core/status.h"
 #include "launcher/config.h"
 #include "launcher/prep.h"
@@ -26,13 +27,21 @@ static const char *usage =
     "       gml-dist sample CONFIG [--weights PATH] [--prompt TEXT] [--tokens N] [--temperature X] [--top-k K]\n"
     "       gml-dist --version | --help\n";
 
+/* Print the error (naming rank and host in a multi-rank job). One failing
+ * rank ends the whole job (MPI_Abort with the exit code), so no other rank is
+ * left waiting in a collective. */
 static int finish(gml_status st) {
+    int code = gml_status_exit_code(st);
     if (st != GML_OK) {
-        const char *msg = gml_error_message();
-        fprintf(stderr, "gml-dist: error: %s\n", msg[0] ? msg : gml_status_name(st));
+        const char *msg = gml_error_message(), *where = gml_comm_where();
+        fprintf(stderr, "gml-dist: %s%serror: %s\n", where, where[0] ? ": " : "", msg[0] ? msg : gml_status_name(st));
+        fflush(stdout);
+        fflush(stderr);
+        if (where[0]) gml_comm_abort(code);
     }
     fflush(stdout);
-    return gml_status_exit_code(st);
+    gml_comm_finalize();
+    return code;
 }
 
 static int bad_usage(const char *what) {

@@ -1,11 +1,14 @@
-/* train.c — the single-process training loop: it wires the config, the data
+/* train.c — the training loop: it wires the config, the mesh, the data
  * loader, the model, AdamW and the metrics together.
  *
  * One step: grad_accum micro-batches of forward (fused loss + dlogits) and
- * backward, then clip + AdamW at the scheduled LR; the loss is read back once
- * per step. Evaluation on the val split, samples and the progress line come
- * at their configured intervals. Not for: multi-rank orchestration (parallel/
- * and comm/ build on this).
+ * backward on this rank's share of the global batch, the gradients summed
+ * over the dp group (parallel/dp.h; each rank's dscale carries 1/dp so the
+ * sum is the global mean), then clip + AdamW at the scheduled LR, identical
+ * on every rank; the loss is read back once per step. Evaluation on the val
+ * split, samples and the progress line come at their configured intervals;
+ * rank 0 alone prints and writes files.
+ * Not for: tensor / pipeline parallelism, ZeRO (parallel/, to do).
  */
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +17,7 @@
 #include <time.h>
 
 #include "checkpoint/weights.h"
+#include "comm/comm.h"
 #include "core/fsutil.h"
 #include "core/dataset.h"
 #include "core/dropout.h"
@@ -22,6 +26,8 @@
 #include "core/optim.h"
 #include "launcher/metrics.h"
 #include "launcher/run.h"
+#include "parallel/dp.h"
+#include "parallel/mesh.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -61,10 +67,13 @@ typedef struct {
     float *loss_acc; /* (1) device */
     int32_t *inputs, *targets; /* (B,T) host */
     int B, T;
+    gml_mesh *mesh;
+    int rank0; /* this rank prints and writes files */
 } trainer;
 
-/* A one-off fact: on stdout and in metrics.jsonl. */
+/* A one-off fact: on stdout and in metrics.jsonl (rank 0). */
 static gml_status info(trainer *t, const char *key, const char *value) {
+    if (!t->rank0) return GML_OK;
     printf("%s: %s\n", key, value);
     return gml_metrics_info(t->metrics, key, value);
 }
@@ -81,13 +90,14 @@ static gml_status evaluate(trainer *t, double *val_loss) {
     }
     float sum = 0.0f;
     GML_CHECK(be->iface->download_f32(be, &sum, t->loss_acc, GML_DTYPE_F32, 1));
-    *val_loss = (double)sum / ((double)batches * t->B * t->T);
+    GML_CHECK(gml_comm_allreduce_sum_f32(t->mesh->dp_c, &sum, 1, NULL));
+    *val_loss = (double)sum / ((double)batches * t->B * t->T * t->mesh->dp);
     return GML_OK;
 }
 
 static gml_status sample(trainer *t, int step) {
     const Gml__SampleConfig *sc = t->cfg->sample;
-    if (sc->tokens <= 0) return GML_OK;
+    if (sc->tokens <= 0 || !t->rank0) return GML_OK;
     gml_sample_opts o = {sc->tokens, sc->temperature, sc->top_k, t->cfg->train->seed + (uint64_t)step};
     size_t cap = strlen(sc->prompt) + (size_t)sc->tokens + 1;
     char *text = malloc(cap);
@@ -102,7 +112,7 @@ static gml_status train_loop(trainer *t) {
     const Gml__RunConfig *cfg = t->cfg;
     gml_backend *be = t->be;
     int steps = cfg->train->steps, accum = cfg->train->grad_accum;
-    double tokens_per_step = (double)t->B * t->T * accum;
+    double tokens_per_step = (double)t->B * t->T * accum * t->mesh->dp; /* global */
     gml_lr_schedule sched = {GML_SCHED_COSINE, cfg->optim->lr, cfg->optim->min_lr_ratio, cfg->optim->warmup_steps,
                              steps};
     GML_CHECK(gml_sched_parse(cfg->optim->schedule, &sched.kind));
@@ -112,7 +122,7 @@ static gml_status train_loop(trainer *t) {
     double val_loss, best_val;
     int best_step = 0;
     GML_CHECK(evaluate(t, &val_loss));
-    GML_CHECK(gml_metrics_eval(t->metrics, 0, val_loss));
+    if (t->rank0) GML_CHECK(gml_metrics_eval(t->metrics, 0, val_loss));
     best_val = val_loss;
     const double start_val = val_loss;
 
@@ -131,10 +141,12 @@ static gml_status train_loop(trainer *t) {
             GML_CHECK(gml_gpt_loss_accumulate(t->model, t->loss_acc));
             GML_CHECK(gml_gpt_backward(t->model));
         }
+        GML_CHECK(gml_dp_allreduce_grads(t->mesh->dp_c, gml_gpt_grads(t->model), gml_gpt_num_params(t->model), 0));
         double lr = gml_lr_at(&sched, step), norm = 0.0;
         GML_CHECK(gml_adamw_step(t->opt, lr, &norm));
         float loss_sum = 0.0f;
         GML_CHECK(be->iface->download_f32(be, &loss_sum, t->loss_acc, GML_DTYPE_F32, 1));
+        GML_CHECK(gml_comm_allreduce_sum_f32(t->mesh->dp_c, &loss_sum, 1, NULL));
         double loss = (double)loss_sum / tokens_per_step;
         if (!isfinite(loss))
             return gml_error_set(GML_ERR_NUMERIC, "train loss is %g at step %d ---> HINT: lower optim.lr", loss,
@@ -142,7 +154,7 @@ static gml_status train_loop(trainer *t) {
         double t1 = now_s();
         window_steps++;
         int done = step + 1;
-        if (done % cfg->log->every == 0 || done == steps) {
+        if (t->rank0 && (done % cfg->log->every == 0 || done == steps)) {
             double window_s = t1 - window_t0;
             size_t in_use = 0, peak = 0;
             be->iface->mem_stats(be, &in_use, &peak);
@@ -165,7 +177,7 @@ static gml_status train_loop(trainer *t) {
         double aside_t0 = now_s(); /* eval and sampling stay out of tokens/s */
         if ((eval_every > 0 && done % eval_every == 0) || done == steps) {
             GML_CHECK(evaluate(t, &val_loss));
-            GML_CHECK(gml_metrics_eval(t->metrics, done, val_loss));
+            if (t->rank0) GML_CHECK(gml_metrics_eval(t->metrics, done, val_loss));
             if (val_loss < best_val) best_val = val_loss, best_step = done;
         }
         if ((sample_every > 0 && done % sample_every == 0) || done == steps) GML_CHECK(sample(t, done));
@@ -185,6 +197,19 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path) {
     if (cfg->data->path[0] == '\0')
         return gml_error_set(GML_ERR_BAD_INPUT, "%s: data.path is not set ---> HINT: make a dataset with "
                              "`gml-dist prep --out FILE.h5 TEXT...` and set data.path: FILE.h5", config_path);
+    int rank = 0, world = 1, local_rank = 0;
+    GML_CHECK_GOTO(gml_comm_init(&rank, &world, &local_rank, NULL), st, done);
+    t.rank0 = rank == 0;
+    const Gml__ParallelConfig *pc = cfg->parallel;
+    /* one process per replica unless told otherwise: dp defaults to the world */
+    int dp = pc->dp == 1 && pc->tp == 1 && pc->pp == 1 ? world : pc->dp;
+    if (pc->tp > 1 || pc->pp > 1 || pc->zero > 0) {
+        st = gml_error_set(GML_ERR_BAD_INPUT, "%s: parallel.tp = %d, parallel.pp = %d, parallel.zero = %d: only data "
+                           "parallelism without ZeRO (tp = pp = 1, zero = 0) is implemented yet",
+                           config_path, pc->tp, pc->pp, pc->zero);
+        goto done;
+    }
+    GML_CHECK_GOTO(gml_mesh_create(dp, pc->pp, pc->tp, &t.mesh), st, done);
     GML_CHECK_GOTO(gml_dataset_open(cfg->data->path, &t.ds), st, done);
     gml_gpt_config mc;
     GML_CHECK_GOTO(gml_run_model_config(cfg, gml_dataset_vocab_size(t.ds), &mc), st, done);
@@ -194,11 +219,17 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path) {
         st = gml_error_set(GML_ERR_BAD_INPUT, "data.seq_len = %d exceeds model.block_size = %d", t.T, mc.block_size);
         goto done;
     }
-    GML_CHECK_GOTO(gml_loader_create(t.ds, GML_SPLIT_TRAIN, t.B, t.T, cfg->train->seed, 1, 0, 1, &t.train), st,
-                   done);
-    GML_CHECK_GOTO(gml_loader_create(t.ds, GML_SPLIT_VAL, t.B, t.T, cfg->train->seed, 0, 0, 1, &t.val), st, done);
-    GML_CHECK_GOTO(gml_mkdir_p(cfg->train->out_dir), st, done);
-    GML_CHECK_GOTO(gml_backend_create(cfg->train->device, 0, &t.be), st, done);
+    GML_CHECK_GOTO(gml_loader_create(t.ds, GML_SPLIT_TRAIN, t.B, t.T, cfg->train->seed, 1, t.mesh->dp_rank, dp,
+                                     &t.train), st, done);
+    GML_CHECK_GOTO(gml_loader_create(t.ds, GML_SPLIT_VAL, t.B, t.T, cfg->train->seed, 0, t.mesh->dp_rank, dp, &t.val),
+                   st, done);
+    if (t.rank0) GML_CHECK_GOTO(gml_mkdir_p(cfg->train->out_dir), st, done);
+    GML_CHECK_GOTO(gml_backend_create(cfg->train->device, local_rank, &t.be), st, done);
+    if (world > 1 && t.be->device_index >= 0) {
+        st = gml_error_set(GML_ERR_UNSUPPORTED, "%d ranks on %s: multi-rank training on GPUs needs the NCCL "
+                           "backend of comm/, which is not built yet; use train.device=cpu", world, t.be->name);
+        goto done;
+    }
     GML_CHECK_GOTO(gml_gpt_create(t.be, &mc, t.B, t.T, cfg->train->recompute, &t.model), st, done);
     GML_CHECK_GOTO(gml_gpt_init_weights(t.model, cfg->train->seed), st, done);
     gml_adamw_config oc = {cfg->optim->beta1, cfg->optim->beta2, cfg->optim->eps, cfg->optim->weight_decay,
@@ -211,8 +242,9 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path) {
         st = gml_error_set(GML_ERR_NOMEM, "out of host memory");
         goto done;
     }
-    GML_CHECK_GOTO(gml_metrics_open(cfg->train->out_dir, cfg->log->jsonl, cfg->log->tensorboard, 0, &t.metrics), st,
-                   done);
+    if (t.rank0)
+        GML_CHECK_GOTO(gml_metrics_open(cfg->train->out_dir, cfg->log->jsonl, cfg->log->tensorboard, 0, &t.metrics),
+                       st, done);
     char line[512];
     snprintf(line, sizeof line, "%s (%s)", t.be->name, t.be->device_name);
     GML_CHECK_GOTO(info(&t, "device", line), st, done);
@@ -220,16 +252,18 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path) {
              gml_gpt_num_params(t.model), mc.n_layer, mc.n_head, mc.n_embd, mc.block_size, mc.vocab_size,
              mc.padded_vocab_size);
     GML_CHECK_GOTO(info(&t, "model", line), st, done);
-    snprintf(line, sizeof line, "%s: %llu train / %llu val tokens; %d x %d x %d tokens per step", cfg->data->path,
-             (unsigned long long)gml_dataset_num_tokens(t.ds, GML_SPLIT_TRAIN),
-             (unsigned long long)gml_dataset_num_tokens(t.ds, GML_SPLIT_VAL), cfg->train->grad_accum, t.B, t.T);
+    snprintf(line, sizeof line, "%s: %llu train / %llu val tokens; %d x %d x %d x %d (accum x dp x batch x T) tokens "
+             "per step", cfg->data->path, (unsigned long long)gml_dataset_num_tokens(t.ds, GML_SPLIT_TRAIN),
+             (unsigned long long)gml_dataset_num_tokens(t.ds, GML_SPLIT_VAL), cfg->train->grad_accum, dp, t.B, t.T);
     GML_CHECK_GOTO(info(&t, "data", line), st, done);
 
     GML_CHECK_GOTO(train_loop(&t), st, done);
 
-    snprintf(path, sizeof path, "%s/model.h5", cfg->train->out_dir);
-    GML_CHECK_GOTO(gml_weights_save(t.model, path, 0), st, done);
-    GML_CHECK_GOTO(info(&t, "weights", path), st, done);
+    if (t.rank0) {
+        snprintf(path, sizeof path, "%s/model.h5", cfg->train->out_dir);
+        GML_CHECK_GOTO(gml_weights_save(t.model, path, 0), st, done);
+        GML_CHECK_GOTO(info(&t, "weights", path), st, done);
+    }
 done:
     gml_metrics_close(t.metrics);
     free(t.inputs);
@@ -241,5 +275,6 @@ done:
     if (t.train) gml_loader_destroy(t.train);
     if (t.val) gml_loader_destroy(t.val);
     if (t.ds) gml_dataset_close(t.ds);
+    gml_mesh_destroy(t.mesh);
     return st;
 }

@@ -1,0 +1,71 @@
+/* comm.h — the one collective API of gml-dist (DESIGN.md: comm/).
+ *
+ * A gml_comm is a group of ranks (the world, or an axis of the mesh made by
+ * gml_comm_split). Collectives work on buffers of the group's kind: host
+ * memory for the MPI backend (CPU ranks), device memory for the NCCL backend
+ * (GPU ranks; not built yet: creating one returns GML_ERR_UNSUPPORTED).
+ * Every collective can run asynchronously: pass a gml_comm_req ** and wait on
+ * it with gml_comm_wait; pass NULL to block until done. The buffers must stay
+ * untouched until the wait returns. Results are deterministic for a fixed
+ * group size and count (same algorithm, same summation order), which
+ * bit-identical reruns rely on.
+ *
+ * Errors carry the operation, the group, this rank and host
+ * (GML_ERR_COMM). Ownership: gml_comm_world / gml_comm_split return groups
+ * the caller frees with gml_comm_destroy (collectively, all members);
+ * requests are freed by gml_comm_wait.
+ * Not for: deciding who talks to whom (parallel/mesh.h builds the groups).
+ */
+#ifndef GML_COMM_H
+#define GML_COMM_H
+
+#include <stddef.h>
+
+#include "core/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct gml_comm gml_comm;
+typedef struct gml_comm_req gml_comm_req;
+
+/* Start MPI if nobody has (thread level FUNNELED; the launcher calls it once,
+ * before anything else talks to other ranks) and tell this process's rank,
+ * world size, node-local rank and host name (any may be NULL). */
+gml_status gml_comm_init(int *rank, int *world, int *local_rank, const char **host);
+/* Finalize MPI if gml_comm_init started it. */
+void gml_comm_finalize(void);
+/* End every rank of the job now with `code` (an error on one rank must not
+ * leave the others waiting in a collective). */
+void gml_comm_abort(int code);
+/* "rank R/W on HOST" for messages; "" when the world has one rank. */
+const char *gml_comm_where(void);
+
+/* The world as a CPU (MPI) group. */
+gml_status gml_comm_world(gml_comm **out);
+/* Split `parent` into groups of equal color, ordered by key (MPI_Comm_split
+ * semantics); name (e.g. "dp") appears in error messages. Collective. */
+gml_status gml_comm_split(gml_comm *parent, int color, int key, const char *name, gml_comm **out);
+void gml_comm_destroy(gml_comm *c);
+int gml_comm_rank(const gml_comm *c);
+int gml_comm_size(const gml_comm *c);
+
+/* buf[i] = sum over the group of buf[i] (f32, in place). */
+gml_status gml_comm_allreduce_sum_f32(gml_comm *c, float *buf, size_t n, gml_comm_req **req);
+/* recv (recv_n) = this rank's block of the sum of every rank's send
+ * (size * recv_n); rank r gets elements [r*recv_n, (r+1)*recv_n). */
+gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float *recv, size_t recv_n,
+                                           gml_comm_req **req);
+/* recv (size * send_n) = every rank's send (send_n), in rank order. */
+gml_status gml_comm_allgather_f32(gml_comm *c, const float *send, float *recv, size_t send_n, gml_comm_req **req);
+/* bytes of buf from `root` to everyone. */
+gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req);
+gml_status gml_comm_barrier(gml_comm *c);
+/* Block until *req is done, then free it and set *req = NULL (NULL: no-op). */
+gml_status gml_comm_wait(gml_comm_req **req);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,199 @@
+/* comm_mpi.c — the MPI backend of comm.h (CPU ranks, host buffers): MPI-3
+ * non-blocking collectives on a communicator per group, errors returned (not
+ * fatal) and turned into GML_ERR_COMM messages naming the operation, group,
+ * rank and host.
+ * Not for: device buffers (the NCCL backend).
+ */
+#include <limits.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm/comm.h"
+
+struct gml_comm {
+    MPI_Comm mpi;
+    char name[16];
+    int rank, size;
+};
+
+struct gml_comm_req {
+    MPI_Request req;
+    char what[96]; /* "allreduce on dp" for messages */
+};
+
+static int g_started;     /* MPI_Init was ours */
+static int g_rank, g_world = 1;
+static char g_host[MPI_MAX_PROCESSOR_NAME + 1] = "localhost";
+static char g_where[MPI_MAX_PROCESSOR_NAME + 64];
+
+static gml_status mpi_fail(int rc, const char *what, const gml_comm *c, const char *file, int line) {
+    char msg[MPI_MAX_ERROR_STRING + 1];
+    int len = 0;
+    if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) len = snprintf(msg, sizeof msg, "MPI error %d", rc);
+    msg[len < MPI_MAX_ERROR_STRING ? len : MPI_MAX_ERROR_STRING] = '\0';
+    return gml_error_set_at(GML_ERR_COMM, file, line, "%s on group '%s' (rank %d of %d there; world rank %d on %s): %s",
+                            what, c ? c->name : "world", c ? c->rank : g_rank, c ? c->size : g_world, g_rank, g_host,
+                            msg);
+}
+#define MPI_TRY(call, what, c)                                                                  \
+    do {                                                                                        \
+        int rc_ = (call);                                                                       \
+        if (rc_ != MPI_SUCCESS) return mpi_fail(rc_, (what), (c), __FILE__, __LINE__);          \
+    } while (0)
+
+gml_status gml_comm_init(int *rank, int *world, int *local_rank, const char **host) {
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) {
+        int provided = 0;
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+            return gml_error_set(GML_ERR_COMM, "MPI_Init_thread failed (is this process started by mpirun/srun "
+                                               "with a working MPI installation?)");
+        g_started = 1;
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_TRY(MPI_Comm_rank(MPI_COMM_WORLD, &g_rank), "MPI_Comm_rank", NULL);
+    MPI_TRY(MPI_Comm_size(MPI_COMM_WORLD, &g_world), "MPI_Comm_size", NULL);
+    int len = 0;
+    if (MPI_Get_processor_name(g_host, &len) != MPI_SUCCESS) snprintf(g_host, sizeof g_host, "unknown-host");
+    snprintf(g_where, sizeof g_where, "rank %d/%d on %s", g_rank, g_world, g_host);
+    MPI_Comm node;
+    MPI_TRY(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &node),
+            "MPI_Comm_split_type(shared)", NULL);
+    int lr = 0;
+    MPI_Comm_rank(node, &lr);
+    MPI_Comm_free(&node);
+    if (rank) *rank = g_rank;
+    if (world) *world = g_world;
+    if (local_rank) *local_rank = lr;
+    if (host) *host = g_host;
+    return GML_OK;
+}
+
+void gml_comm_finalize(void) {
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (g_started && !fin) MPI_Finalize();
+}
+
+void gml_comm_abort(int code) {
+    int inited = 0, fin = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&fin);
+    if (inited && !fin) MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+const char *gml_comm_where(void) { return g_world > 1 ? g_where : ""; }
+
+static gml_status wrap(MPI_Comm mpi, const char *name, gml_comm **out) {
+    gml_comm *c = calloc(1, sizeof *c);
+    if (!c) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+    c->mpi = mpi;
+    snprintf(c->name, sizeof c->name, "%s", name);
+    MPI_Comm_set_errhandler(mpi, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(mpi, &c->rank);
+    MPI_Comm_size(mpi, &c->size);
+    *out = c;
+    return GML_OK;
+}
+
+gml_status gml_comm_world(gml_comm **out) {
+    MPI_Comm dup;
+    MPI_TRY(MPI_Comm_dup(MPI_COMM_WORLD, &dup), "MPI_Comm_dup(world)", NULL);
+    return wrap(dup, "world", out);
+}
+
+gml_status gml_comm_split(gml_comm *parent, int color, int key, const char *name, gml_comm **out) {
+    MPI_Comm sub;
+    MPI_TRY(MPI_Comm_split(parent->mpi, color, key, &sub), "MPI_Comm_split", parent);
+    return wrap(sub, name, out);
+}
+
+void gml_comm_destroy(gml_comm *c) {
+    if (!c) return;
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (!fin) MPI_Comm_free(&c->mpi);
+    free(c);
+}
+
+int gml_comm_rank(const gml_comm *c) { return c->rank; }
+int gml_comm_size(const gml_comm *c) { return c->size; }
+
+/* MPI counts are int: larger requests are refused rather than truncated. */
+static gml_status count_ok(size_t n, const char *what, const gml_comm *c) {
+    if (n > (size_t)INT_MAX)
+        return gml_error_set(GML_ERR_UNSUPPORTED, "%s on group '%s': %zu elements exceed MPI's int count", what,
+                             c->name, n);
+    return GML_OK;
+}
+
+/* Wait for r now (req NULL) or hand it out as *req. */
+static gml_status finish(gml_comm *c, MPI_Request r, const char *what, gml_comm_req **req) {
+    if (!req) {
+        MPI_TRY(MPI_Wait(&r, MPI_STATUS_IGNORE), what, c);
+        return GML_OK;
+    }
+    gml_comm_req *q = calloc(1, sizeof *q);
+    if (!q) {
+        MPI_Wait(&r, MPI_STATUS_IGNORE);
+        return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+    }
+    q->req = r;
+    snprintf(q->what, sizeof q->what, "%s on group '%s' (rank %d of %d)", what, c->name, c->rank, c->size);
+    *req = q;
+    return GML_OK;
+}
+
+gml_status gml_comm_allreduce_sum_f32(gml_comm *c, float *buf, size_t n, gml_comm_req **req) {
+    GML_CHECK(count_ok(n, "allreduce", c));
+    MPI_Request r;
+    MPI_TRY(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, c->mpi, &r), "allreduce", c);
+    return finish(c, r, "allreduce", req);
+}
+
+gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float *recv, size_t recv_n,
+                                           gml_comm_req **req) {
+    GML_CHECK(count_ok(recv_n, "reduce_scatter", c));
+    MPI_Request r;
+    MPI_TRY(MPI_Ireduce_scatter_block(send, recv, (int)recv_n, MPI_FLOAT, MPI_SUM, c->mpi, &r), "reduce_scatter", c);
+    return finish(c, r, "reduce_scatter", req);
+}
+
+gml_status gml_comm_allgather_f32(gml_comm *c, const float *send, float *recv, size_t send_n, gml_comm_req **req) {
+    GML_CHECK(count_ok(send_n, "allgather", c));
+    MPI_Request r;
+    MPI_TRY(MPI_Iallgather(send, (int)send_n, MPI_FLOAT, recv, (int)send_n, MPI_FLOAT, c->mpi, &r), "allgather", c);
+    return finish(c, r, "allgather", req);
+}
+
+gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req) {
+    GML_CHECK(count_ok(bytes, "broadcast", c));
+    MPI_Request r;
+    MPI_TRY(MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, c->mpi, &r), "broadcast", c);
+    return finish(c, r, "broadcast", req);
+}
+
+gml_status gml_comm_barrier(gml_comm *c) {
+    MPI_TRY(MPI_Barrier(c->mpi), "barrier", c);
+    return GML_OK;
+}
+
+gml_status gml_comm_wait(gml_comm_req **req) {
+    if (!req || !*req) return GML_OK;
+    gml_comm_req *q = *req;
+    *req = NULL;
+    int rc = MPI_Wait(&q->req, MPI_STATUS_IGNORE);
+    gml_status st = GML_OK;
+    if (rc != MPI_SUCCESS) {
+        char msg[MPI_MAX_ERROR_STRING + 1];
+        int len = 0;
+        if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) len = snprintf(msg, sizeof msg, "MPI error %d", rc);
+        msg[len < MPI_MAX_ERROR_STRING ? len : MPI_MAX_ERROR_STRING] = '\0';
+        st = gml_error_set(GML_ERR_COMM, "waiting for %s (world rank %d on %s): %s", q->what, g_rank, g_host, msg);
+    }
+    free(q);
+    return st;
+}
