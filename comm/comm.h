@@ -57,7 +57,8 @@ gml_status gml_comm_allreduce_sum_f32(gml_comm *c, float *buf, size_t n, gml_com
  * (size * recv_n); rank r gets elements [r*recv_n, (r+1)*recv_n). */
 gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float *recv, size_t recv_n,
                                            gml_comm_req **req);
-/* recv (size * send_n) = every rank's send (send_n), in rank order. */
+/* recv (size * send_n) = every rank's send (send_n), in rank order. send may
+ * be this rank's own block of recv (recv + rank * send_n): in place. */
 gml_status gml_comm_allgather_f32(gml_comm *c, const float *send, float *recv, size_t send_n, gml_comm_req **req);
 /* bytes of buf from `root` to everyone. */
 gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req);

@@ -165,7 +165,9 @@ gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float
 gml_status gml_comm_allgather_f32(gml_comm *c, const float *send, float *recv, size_t send_n, gml_comm_req **req) {
     GML_CHECK(count_ok(send_n, "allgather", c));
     MPI_Request r;
-    MPI_TRY(MPI_Iallgather(send, (int)send_n, MPI_FLOAT, recv, (int)send_n, MPI_FLOAT, c->mpi, &r), "allgather", c);
+    /* send at this rank's block of recv: in place */
+    const void *s = send == recv + (size_t)c->rank * send_n ? MPI_IN_PLACE : (const void *)send;
+    MPI_TRY(MPI_Iallgather(s, (int)send_n, MPI_FLOAT, recv, (int)send_n, MPI_FLOAT, c->mpi, &r), "allgather", c);
     return finish(c, r, "allgather", req);
 }
 

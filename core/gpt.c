@@ -61,6 +61,7 @@ struct gml_gpt {
     layer *layers; /* embedding, blocks, head */
 
     /* parameter buffers, (P) each */
+    size_t padded;  /* flat buffer length: reg.total rounded up to cfg.shard_ways */
     float *master;
     void *compute; /* == master when act is f32 */
     float *grads;
@@ -234,8 +235,11 @@ gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max,
     m->layers[m->n_layers - 1].kind = LAYER_HEAD;
     GML_CHECK_GOTO(register_params(m), st, fail);
 
-    size_t P = m->reg.total;
+    size_t ways = cfg->shard_ways > 1 ? (size_t)cfg->shard_ways : 1;
+    size_t P = (m->reg.total + ways - 1) / ways * ways; /* padded */
+    m->padded = P;
     GML_CHECK_GOTO(be->iface->alloc(be, (void **)&m->master, P * 4), st, fail);
+    GML_CHECK_GOTO(be->iface->memset_zero(be, m->master, P * 4), st, fail);
     GML_CHECK_GOTO(be->iface->alloc(be, (void **)&m->grads, P * 4), st, fail);
     if (be->act_dtype == GML_DTYPE_F32) {
         m->compute = m->master;
@@ -271,6 +275,7 @@ void gml_gpt_destroy(gml_gpt *m) {
 const gml_param_registry *gml_gpt_params(const gml_gpt *m) { return &m->reg; }
 const gml_gpt_config *gml_gpt_get_config(const gml_gpt *m) { return &m->cfg; }
 size_t gml_gpt_num_params(const gml_gpt *m) { return m->reg.total; }
+size_t gml_gpt_padded_params(const gml_gpt *m) { return m->padded; }
 gml_backend *gml_gpt_backend(const gml_gpt *m) { return m->be; }
 int gml_gpt_max_T(const gml_gpt *m) { return m->T_max; }
 float *gml_gpt_master(gml_gpt *m) { return m->master; }

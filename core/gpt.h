@@ -35,6 +35,8 @@ typedef struct {
     float dropout;               /* drop probability in [0, 1) on the embedding output and on both
                                     residual branches (attention and MLP projections), applied in
                                     training forwards only (targets and dscale != 0); 0: off */
+    int shard_ways;              /* the flat master / grads / compute buffers are padded with zeros to a
+                                    multiple of this (the dp size, so ZeRO shards are equal); 0 or 1: none */
 } gml_gpt_config;
 
 typedef struct gml_gpt gml_gpt;
@@ -50,6 +52,9 @@ void gml_gpt_destroy(gml_gpt *m);
 const gml_param_registry *gml_gpt_params(const gml_gpt *m);
 const gml_gpt_config *gml_gpt_get_config(const gml_gpt *m);
 size_t gml_gpt_num_params(const gml_gpt *m);
+/* Length of the flat buffers: num_params rounded up to cfg.shard_ways; the
+ * padding is zero and never updated. */
+size_t gml_gpt_padded_params(const gml_gpt *m);
 gml_backend *gml_gpt_backend(const gml_gpt *m);
 int gml_gpt_max_T(const gml_gpt *m); /* T_max given at create */
 /* FLOPs of one training token (forward + backward): 6 N + 12 L T C. */

@@ -8,7 +8,8 @@
 struct gml_adamw {
     gml_gpt *model;
     gml_adamw_config cfg;
-    float *m, *v;     /* (P) f32 */
+    size_t lo, hi;    /* the flat range it updates */
+    float *m, *v;     /* (hi - lo) f32 */
     float *scalar;    /* (1) f32 device scratch */
     int t;
 };
@@ -35,14 +36,24 @@ gml_status gml_sched_parse(const char *name, gml_sched_kind *out) {
 }
 
 gml_status gml_adamw_create(gml_gpt *model, const gml_adamw_config *cfg, gml_adamw **out) {
+    return gml_adamw_create_range(model, cfg, 0, gml_gpt_num_params(model), out);
+}
+
+gml_status gml_adamw_create_range(gml_gpt *model, const gml_adamw_config *cfg, size_t lo, size_t hi,
+                                  gml_adamw **out) {
     *out = NULL;
     gml_backend *be = gml_gpt_backend(model);
-    size_t P = gml_gpt_num_params(model);
+    if (lo > hi || hi > gml_gpt_num_params(model))
+        return gml_error_set(GML_ERR_INVALID_ARG, "optimizer range [%zu, %zu) outside the %zu parameters", lo, hi,
+                             gml_gpt_num_params(model));
+    size_t P = hi > lo ? hi - lo : 1; /* keep one element so the buffers exist */
     gml_status st = GML_OK;
     gml_adamw *o = calloc(1, sizeof *o);
     if (!o) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
     o->model = model;
     o->cfg = *cfg;
+    o->lo = lo;
+    o->hi = hi;
     GML_CHECK_GOTO(be->iface->alloc(be, (void **)&o->m, P * 4), st, fail);
     GML_CHECK_GOTO(be->iface->alloc(be, (void **)&o->v, P * 4), st, fail);
     GML_CHECK_GOTO(be->iface->alloc(be, (void **)&o->scalar, 4), st, fail);
@@ -78,12 +89,19 @@ gml_status gml_grad_norm(gml_gpt *m, float *scratch_dev, double *norm) {
     return GML_OK;
 }
 
-gml_status gml_adamw_step(gml_adamw *o, double lr, double *grad_norm) {
+gml_status gml_adamw_range_sumsq(gml_adamw *o, const float *g, double *sumsq) {
+    gml_backend *be = gml_gpt_backend(o->model);
+    float s = 0.0f;
+    GML_CHECK(be->iface->memset_zero(be, o->scalar, 4));
+    if (o->hi > o->lo) GML_CHECK(be->iface->sumsq_accumulate(be, o->scalar, g, o->hi - o->lo));
+    GML_CHECK(be->iface->download_f32(be, &s, o->scalar, GML_DTYPE_F32, 1));
+    *sumsq = (double)s;
+    return GML_OK;
+}
+
+gml_status gml_adamw_step_range(gml_adamw *o, double lr, const float *g, double norm) {
     gml_gpt *model = o->model;
     gml_backend *be = gml_gpt_backend(model);
-    double norm = 0.0;
-    GML_CHECK(gml_grad_norm(model, o->scalar, &norm));
-    if (grad_norm) *grad_norm = norm;
     if (!isfinite(norm))
         return gml_error_set(GML_ERR_NUMERIC, "gradient norm is %g at optimizer step %d ---> HINT: lower optim.lr",
                              norm, o->t + 1);
@@ -92,16 +110,28 @@ gml_status gml_adamw_step(gml_adamw *o, double lr, double *grad_norm) {
     o->t++;
     const gml_param_registry *reg = gml_gpt_params(model);
     float *master = gml_gpt_master(model);
-    float *grads = gml_gpt_grads(model);
     char *compute = gml_gpt_compute(model);
     int separate = compute != (char *)master;
     size_t as = gml_dtype_size(be->act_dtype);
-    for (int i = 0; i < reg->n; i++) {
+    for (int i = 0; i < reg->n; i++) { /* the part of each parameter inside [lo, hi) */
         const gml_param_spec *p = &reg->specs[i];
-        GML_CHECK(be->iface->adamw_update(be, master + p->offset, separate ? compute + p->offset * as : NULL,
-                                          grads + p->offset, o->m + p->offset, o->v + p->offset, p->numel,
-                                          (float)lr, (float)o->cfg.beta1, (float)o->cfg.beta2, (float)o->cfg.eps,
-                                          p->decay ? (float)o->cfg.weight_decay : 0.0f, (float)scale, o->t));
+        size_t a = p->offset > o->lo ? p->offset : o->lo;
+        size_t b = p->offset + p->numel < o->hi ? p->offset + p->numel : o->hi;
+        if (a >= b) continue;
+        size_t r = a - o->lo; /* index into the range's buffers */
+        GML_CHECK(be->iface->adamw_update(be, master + a, separate ? compute + a * as : NULL, g + r, o->m + r,
+                                          o->v + r, b - a, (float)lr, (float)o->cfg.beta1, (float)o->cfg.beta2,
+                                          (float)o->cfg.eps, p->decay ? (float)o->cfg.weight_decay : 0.0f,
+                                          (float)scale, o->t));
     }
     return GML_OK;
+}
+
+gml_status gml_adamw_step(gml_adamw *o, double lr, double *grad_norm) {
+    if (o->lo != 0 || o->hi != gml_gpt_num_params(o->model))
+        return gml_error_set(GML_ERR_INVALID_ARG, "gml_adamw_step on a range optimizer: use gml_adamw_step_range");
+    double norm = 0.0;
+    GML_CHECK(gml_grad_norm(o->model, o->scalar, &norm));
+    if (grad_norm) *grad_norm = norm;
+    return gml_adamw_step_range(o, lr, gml_gpt_grads(o->model), norm);
 }

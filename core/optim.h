@@ -1,10 +1,12 @@
 /* optim.h — AdamW over a model's parameters, the learning-rate schedule, and
  * global-norm gradient clipping.
  *
- * The optimizer owns the fp32 Adam moments (m, v), laid out with the
- * parameter registry's offsets; weight decay applies to the parameters the
- * registry marks `decay` (2-D weights). Not for: gradient reduction across
- * ranks (parallel/), checkpoint I/O (checkpoint/).
+ * The optimizer owns the fp32 Adam moments (m, v) of a range [lo, hi) of the
+ * flat parameter buffer (all of it, or this rank's ZeRO shard), laid out
+ * with the registry's offsets minus lo; weight decay applies to the
+ * parameters the registry marks `decay` (2-D weights), also to the part of
+ * one that falls in the range. Not for: gradient reduction across ranks
+ * (parallel/), checkpoint I/O (checkpoint/).
  */
 #ifndef GML_OPTIM_H
 #define GML_OPTIM_H
@@ -38,22 +40,31 @@ typedef struct {
 
 typedef struct gml_adamw gml_adamw;
 
-/* Moments for `m`'s parameters on its backend, zeroed. Owned by the caller:
- * gml_adamw_destroy. */
+/* Moments for all of `m`'s parameters on its backend, zeroed. Owned by the
+ * caller: gml_adamw_destroy. */
 gml_status gml_adamw_create(gml_gpt *m, const gml_adamw_config *cfg, gml_adamw **out);
+/* The same for the flat range [lo, hi) only (lo <= hi <= num_params). */
+gml_status gml_adamw_create_range(gml_gpt *m, const gml_adamw_config *cfg, size_t lo, size_t hi, gml_adamw **out);
+/* Sum of squares of the range's gradients g (hi - lo values, device). */
+gml_status gml_adamw_range_sumsq(gml_adamw *opt, const float *g, double *sumsq);
+/* One AdamW step of the range with gradients g (hi - lo values, device),
+ * given the global gradient norm (for clipping): updates the master weights
+ * of the range and their compute copy. */
+gml_status gml_adamw_step_range(gml_adamw *opt, double lr, const float *g, double global_norm);
 void gml_adamw_destroy(gml_adamw *opt);
 
 /* Global L2 norm of the gradients (synchronises). */
 gml_status gml_grad_norm(gml_gpt *m, float *scratch_dev, double *norm);
 
-/* One AdamW step at learning rate lr: computes the global gradient norm
+/* One AdamW step of an optimizer over all parameters (gml_adamw_create),
+ * with the model's gradients: computes the global gradient norm
  * (returned before clipping in *grad_norm), clips to grad_clip, updates the
  * master weights and their compute copy. Non-finite norm -> GML_ERR_NUMERIC
  * and no update. */
 gml_status gml_adamw_step(gml_adamw *opt, double lr, double *grad_norm);
 int gml_adamw_t(const gml_adamw *opt);     /* steps taken */
-float *gml_adamw_m(gml_adamw *opt);         /* (P) device f32 */
-float *gml_adamw_v(gml_adamw *opt);         /* (P) device f32 */
+float *gml_adamw_m(gml_adamw *opt);         /* (hi - lo) device f32 */
+float *gml_adamw_v(gml_adamw *opt);         /* (hi - lo) device f32 */
 
 #ifdef __cplusplus
 }

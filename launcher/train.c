@@ -28,6 +28,7 @@
 #include "launcher/run.h"
 #include "parallel/dp.h"
 #include "parallel/mesh.h"
+#include "parallel/zero.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -61,7 +62,7 @@ typedef struct {
     gml_backend *be;
     gml_dataset *ds;
     gml_gpt *model;
-    gml_adamw *opt;
+    gml_zero *opt; /* AdamW, ZeRO-sharded over the dp group */
     gml_loader *train, *val;
     gml_metrics *metrics;
     float *loss_acc; /* (1) device */
@@ -141,9 +142,8 @@ static gml_status train_loop(trainer *t) {
             GML_CHECK(gml_gpt_loss_accumulate(t->model, t->loss_acc));
             GML_CHECK(gml_gpt_backward(t->model));
         }
-        GML_CHECK(gml_dp_allreduce_grads(t->mesh->dp_c, gml_gpt_grads(t->model), gml_gpt_num_params(t->model), 0));
         double lr = gml_lr_at(&sched, step), norm = 0.0;
-        GML_CHECK(gml_adamw_step(t->opt, lr, &norm));
+        GML_CHECK(gml_zero_step(t->opt, lr, &norm)); /* reduce over dp, clip, update, gather */
         float loss_sum = 0.0f;
         GML_CHECK(be->iface->download_f32(be, &loss_sum, t->loss_acc, GML_DTYPE_F32, 1));
         GML_CHECK(gml_comm_allreduce_sum_f32(t->mesh->dp_c, &loss_sum, 1, NULL));
@@ -203,9 +203,9 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path) {
     const Gml__ParallelConfig *pc = cfg->parallel;
     /* one process per replica unless told otherwise: dp defaults to the world */
     int dp = pc->dp == 1 && pc->tp == 1 && pc->pp == 1 ? world : pc->dp;
-    if (pc->tp > 1 || pc->pp > 1 || pc->zero > 0) {
+    if (pc->tp > 1 || pc->pp > 1 || pc->zero > 2) {
         st = gml_error_set(GML_ERR_BAD_INPUT, "%s: parallel.tp = %d, parallel.pp = %d, parallel.zero = %d: only data "
-                           "parallelism without ZeRO (tp = pp = 1, zero = 0) is implemented yet",
+                           "parallelism with ZeRO 0-2 (tp = pp = 1) is implemented yet",
                            config_path, pc->tp, pc->pp, pc->zero);
         goto done;
     }
@@ -230,11 +230,12 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path) {
                            "backend of comm/, which is not built yet; use train.device=cpu", world, t.be->name);
         goto done;
     }
+    mc.shard_ways = dp; /* equal ZeRO shards for any parameter count */
     GML_CHECK_GOTO(gml_gpt_create(t.be, &mc, t.B, t.T, cfg->train->recompute, &t.model), st, done);
     GML_CHECK_GOTO(gml_gpt_init_weights(t.model, cfg->train->seed), st, done);
     gml_adamw_config oc = {cfg->optim->beta1, cfg->optim->beta2, cfg->optim->eps, cfg->optim->weight_decay,
                            cfg->optim->grad_clip};
-    GML_CHECK_GOTO(gml_adamw_create(t.model, &oc, &t.opt), st, done);
+    GML_CHECK_GOTO(gml_zero_create(t.model, t.mesh->dp_c, pc->zero, &oc, &t.opt), st, done);
     GML_CHECK_GOTO(t.be->iface->alloc(t.be, (void **)&t.loss_acc, 4), st, done);
     t.inputs = malloc((size_t)t.B * t.T * sizeof *t.inputs);
     t.targets = malloc((size_t)t.B * t.T * sizeof *t.targets);
@@ -256,9 +257,30 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path) {
              "per step", cfg->data->path, (unsigned long long)gml_dataset_num_tokens(t.ds, GML_SPLIT_TRAIN),
              (unsigned long long)gml_dataset_num_tokens(t.ds, GML_SPLIT_VAL), cfg->train->grad_accum, dp, t.B, t.T);
     GML_CHECK_GOTO(info(&t, "data", line), st, done);
+    size_t state = gml_zero_state_bytes(t.opt);
+    snprintf(line, sizeof line, "dp %d, zero %d: model state %zu bytes (%.1f MiB) on rank 0 (params, grads, Adam "
+             "moments)", dp, dp > 1 ? pc->zero : 0, state, state / 1048576.0);
+    GML_CHECK_GOTO(info(&t, "parallel", line), st, done);
 
     GML_CHECK_GOTO(train_loop(&t), st, done);
 
+    if (world > 1) { /* every rank's peak, gathered to rank 0's report */
+        size_t in_use = 0, peak = 0;
+        t.be->iface->mem_stats(t.be, &in_use, &peak);
+        float mine = (float)(peak / 1048576.0), *all = calloc((size_t)world, sizeof *all);
+        if (!all) {
+            st = gml_error_set(GML_ERR_NOMEM, "out of host memory");
+            goto done;
+        }
+        all[rank] = mine;
+        st = gml_comm_allgather_f32(t.mesh->world_c, all + rank, all, 1, NULL);
+        int n = 0;
+        for (int r = 0; r < world && st == GML_OK && n < (int)sizeof line - 24; r++)
+            n += snprintf(line + n, sizeof line - (size_t)n, "%s%.1f", r ? " " : "", (double)all[r]);
+        free(all);
+        if (st != GML_OK) goto done;
+        GML_CHECK_GOTO(info(&t, "peak memory per rank (MiB)", line), st, done);
+    }
     if (t.rank0) {
         snprintf(path, sizeof path, "%s/model.h5", cfg->train->out_dir);
         GML_CHECK_GOTO(gml_weights_save(t.model, path, 0), st, done);
@@ -269,7 +291,7 @@ done:
     free(t.inputs);
     free(t.targets);
     if (t.loss_acc) t.be->iface->free(t.be, t.loss_acc);
-    gml_adamw_destroy(t.opt);
+    gml_zero_destroy(t.opt);
     gml_gpt_destroy(t.model);
     gml_backend_destroy(t.be);
     if (t.train) gml_loader_destroy(t.train);

@@ -1,8 +1,10 @@
 /* test_mpi_dp.c — data parallelism across CPU ranks, end to end through the
  * gml-dist binary under mpiexec (env GML_BINARY, GML_MPIEXEC): the same
- * global batch trained by 1, 2 and 4 ranks (batch 8, 4, 2 sequences per rank)
- * gives the same loss at every one of 20 steps within 1e-5 relative, two runs
- * of one layout print identical losses and gradient norms, and a layout that
+ * global batch trained by 1, 2, 3 and 4 ranks (batch 12, 6, 4, 3 sequences
+ * per rank; the parameter count does not divide by 3) gives the same loss at every one of 20 steps within 1e-5 relative, for
+ * ZeRO stages 0, 1 and 2; the model state per rank is what parallel/zero.h's
+ * accounting predicts (recomputed here from the parameter count); two runs of
+ * one layout print identical losses and gradient norms; and a layout that
  * does not match the job is refused with exit code 2 and a message. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -114,36 +116,67 @@ static int teardown(void **state) {
     return system(cmd) == 0 ? 0 : -1;
 }
 
-/* Train with np ranks, batch 8/np per rank, into DIR/out_<tag>. */
-static void train(int np, const char *tag, double *loss, char loss_txt[][32], double *norm, char norm_txt[][32]) {
+/* "model: N parameters" and "model state B bytes" from rank 0's output */
+static size_t after(const char *out, const char *key) {
+    const char *p = strstr(out, key);
+    if (!p) fail_msg("'%s' not in the output:\n%s", key, out);
+    return (size_t)strtoull(p + strlen(key), NULL, 10);
+}
+
+/* Model-state bytes of rank 0 by parallel/zero.h's accounting (fp32, CPU). */
+static size_t predicted_state(size_t P, int dp, int zero) {
+    size_t padded = (P + (size_t)dp - 1) / (size_t)dp * (size_t)dp, S = padded / (size_t)dp;
+    if (dp == 1 || zero == 0) return 4 * padded + 4 * padded + 8 * P;
+    return 4 * padded + 4 * padded + 8 * S + (zero == 2 ? 4 * S : 0);
+}
+
+#define GLOBAL_BATCH 12
+
+/* Train with np ranks, batch GLOBAL_BATCH/np per rank, ZeRO stage zero, into
+ * DIR/out_<tag>; returns rank 0's model-state bytes. */
+static size_t train(int np, int zero, const char *tag, double *loss, char loss_txt[][32], double *norm,
+                    char norm_txt[][32]) {
     char args[1024], cmd[4096], path[256], *out;
-    snprintf(args, sizeof args, "%s/run.yaml data.batch_size=%d train.out_dir=%s/out_%s", dir, 8 / np, dir, tag);
+    snprintf(args, sizeof args, "%s/run.yaml data.batch_size=%d parallel.zero=%d train.out_dir=%s/out_%s", dir,
+             GLOBAL_BATCH / np, zero, dir, tag);
     mpi_cmd(cmd, sizeof cmd, np, args);
     int rc = run(cmd, &out);
     if (rc != 0) fail_msg("%d ranks: exit %d:\n%s", np, rc, out);
+    size_t P = after(out, "model: "), state = after(out, "model state ");
+    size_t want = predicted_state(P, np, zero);
+    printf("dp=%d zero=%d: model state %zu bytes on rank 0 (predicted %zu; P = %zu)\n", np, zero, state, want, P);
+    assert_int_equal(state, want);
+    if (np > 1) assert_non_null(strstr(out, "peak memory per rank (MiB): "));
     free(out);
     snprintf(path, sizeof path, "%s/out_%s/metrics.jsonl", dir, tag);
     assert_int_equal(train_values(path, "loss", loss, loss_txt), STEPS);
     assert_int_equal(train_values(path, "grad_norm", norm, norm_txt), STEPS);
+    return state;
 }
 
 static void test_dp_matches_one_process(void **state) {
     (void)state;
     double l1[STEPS], l[STEPS], n1[STEPS], n[STEPS];
     char t1[STEPS][32], t[STEPS][32], u1[STEPS][32], u[STEPS][32];
-    train(1, "np1", l1, t1, n1, u1);
-    for (int np = 2; np <= 4; np *= 2) {
-        char tag[16];
-        snprintf(tag, sizeof tag, "np%d", np);
-        train(np, tag, l, t, n, u);
-        double worst = 0;
-        for (int i = 0; i < STEPS; i++) {
-            double e = fabs(l[i] - l1[i]) / fabs(l1[i]);
-            if (e > worst) worst = e;
-            if (!(e <= REL_TOL)) fail_msg("dp=%d step %d: loss %.9g vs %.9g (rel %.2e)", np, i + 1, l[i], l1[i], e);
+    train(1, 0, "np1", l1, t1, n1, u1);
+    for (int zero = 0; zero <= 2; zero++) {
+        size_t prev = 0;
+        for (int np = 2; np <= 4; np++) {
+            char tag[16];
+            snprintf(tag, sizeof tag, "np%d_z%d", np, zero);
+            size_t state = train(np, zero, tag, l, t, n, u);
+            if (zero > 0 && prev) assert_true(state < prev); /* more ranks, less state each */
+            prev = state;
+            double worst = 0;
+            for (int i = 0; i < STEPS; i++) {
+                double e = fabs(l[i] - l1[i]) / fabs(l1[i]);
+                if (e > worst) worst = e;
+                if (!(e <= REL_TOL))
+                    fail_msg("dp=%d zero=%d step %d: loss %.9g vs %.9g (rel %.2e)", np, zero, i + 1, l[i], l1[i], e);
+            }
+            printf("dp=%d zero=%d vs 1 process: worst relative loss difference over %d steps %.2e (bound %.0e); "
+                   "loss %.6f -> %.6f\n", np, zero, STEPS, worst, REL_TOL, l[0], l[STEPS - 1]);
         }
-        printf("dp=%d vs 1 process: worst relative loss difference over %d steps %.2e (bound %.0e); "
-               "loss %.6f -> %.6f\n", np, STEPS, worst, REL_TOL, l[0], l[STEPS - 1]);
     }
     assert_true(l1[STEPS - 1] < l1[0]); /* it trains */
 }
@@ -152,13 +185,13 @@ static void test_same_layout_bit_identical(void **state) {
     (void)state;
     double a[STEPS], b[STEPS], na[STEPS], nb[STEPS];
     char ta[STEPS][32], tb[STEPS][32], ua[STEPS][32], ub[STEPS][32];
-    train(2, "rep_a", a, ta, na, ua);
-    train(2, "rep_b", b, tb, nb, ub);
+    train(2, 2, "rep_a", a, ta, na, ua);
+    train(2, 2, "rep_b", b, tb, nb, ub);
     for (int i = 0; i < STEPS; i++) {
         assert_string_equal(ta[i], tb[i]);
         assert_string_equal(ua[i], ub[i]);
     }
-    printf("dp=2 twice: %d losses and grad norms identical as printed (%%.9g)\n", STEPS);
+    printf("dp=2 zero=2 twice: %d losses and grad norms identical as printed (%%.9g)\n", STEPS);
 }
 
 static void test_layout_mismatch_is_bad_input(void **state) {

@@ -1,0 +1,103 @@
+/* zero.c — ZeRO stages 0-2 over the flat parameter buffer. See zero.h. */
+#include "parallel/zero.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "parallel/dp.h"
+
+struct gml_zero {
+    gml_gpt *model;
+    gml_comm *dp;
+    int stage, rank, size;
+    size_t P, padded, S, lo, hi; /* own shard [lo, hi) of the P real parameters */
+    gml_adamw *opt;
+    float *gshard; /* (S) reduced gradient shard, stage 2 */
+};
+
+gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, int stage, const gml_adamw_config *cfg, gml_zero **out) {
+    *out = NULL;
+    if (stage < 0 || stage > 2)
+        return gml_error_set(GML_ERR_BAD_INPUT, "parallel.zero = %d: stages 0, 1 and 2 are implemented (3: to do)",
+                             stage);
+    gml_backend *be = gml_gpt_backend(m);
+    int size = gml_comm_size(dp);
+    if (size > 1 && be->device_index >= 0)
+        return gml_error_set(GML_ERR_UNSUPPORTED, "ZeRO / data parallelism on GPU buffers needs comm/'s NCCL "
+                                                  "backend (not built yet)");
+    size_t P = gml_gpt_num_params(m), padded = gml_gpt_padded_params(m);
+    if (padded % (size_t)size != 0)
+        return gml_error_set(GML_ERR_INVALID_ARG, "model buffers (%zu) are not padded to a multiple of dp = %d",
+                             padded, size);
+    gml_zero *z = calloc(1, sizeof *z);
+    if (!z) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+    z->model = m;
+    z->dp = dp;
+    z->stage = size > 1 ? stage : 0; /* one rank: nothing to shard */
+    z->rank = gml_comm_rank(dp);
+    z->size = size;
+    z->P = P;
+    z->padded = padded;
+    z->S = padded / (size_t)size;
+    z->lo = z->stage > 0 ? (size_t)z->rank * z->S : 0;
+    z->hi = z->stage > 0 ? z->lo + z->S : P;
+    if (z->lo > P) z->lo = P; /* a shard of pure padding */
+    if (z->hi > P) z->hi = P;
+    gml_status st = GML_OK;
+    GML_CHECK_GOTO(gml_adamw_create_range(m, cfg, z->lo, z->hi, &z->opt), st, fail);
+    if (z->stage == 2) GML_CHECK_GOTO(be->iface->alloc(be, (void **)&z->gshard, z->S * 4), st, fail);
+    *out = z;
+    return GML_OK;
+fail:
+    gml_zero_destroy(z);
+    return st;
+}
+
+void gml_zero_destroy(gml_zero *z) {
+    if (!z) return;
+    gml_backend *be = gml_gpt_backend(z->model);
+    if (z->gshard) be->iface->free(be, z->gshard);
+    gml_adamw_destroy(z->opt);
+    free(z);
+}
+
+gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
+    float *grads = gml_gpt_grads(z->model);
+    const float *g; /* the gradients of [lo, hi), summed over the group */
+    if (z->stage == 2) {
+        GML_CHECK(gml_comm_reduce_scatter_sum_f32(z->dp, grads, z->gshard, z->S, NULL));
+        g = z->gshard;
+    } else {
+        GML_CHECK(gml_dp_allreduce_grads(z->dp, grads, z->P, 0));
+        g = grads + z->lo;
+    }
+    double sumsq = 0.0;
+    GML_CHECK(gml_adamw_range_sumsq(z->opt, g, &sumsq));
+    if (z->stage > 0) { /* each rank holds a shard: the norm is over all of them */
+        float s = (float)sumsq;
+        GML_CHECK(gml_comm_allreduce_sum_f32(z->dp, &s, 1, NULL));
+        sumsq = (double)s;
+    }
+    double norm = sqrt(sumsq);
+    if (grad_norm) *grad_norm = norm;
+    GML_CHECK(gml_adamw_step_range(z->opt, lr, g, norm));
+    if (z->stage > 0) {
+        float *master = gml_gpt_master(z->model);
+        /* in place: this rank's block of the padded buffer is its shard */
+        GML_CHECK(gml_comm_allgather_f32(z->dp, master + (size_t)z->rank * z->S, master, z->S, NULL));
+        gml_backend *be = gml_gpt_backend(z->model);
+        void *compute = gml_gpt_compute(z->model);
+        if (compute != (void *)master) GML_CHECK(be->iface->cast_f32_to_act(be, compute, master, z->P));
+    }
+    return GML_OK;
+}
+
+size_t gml_zero_state_bytes(const gml_zero *z) {
+    gml_backend *be = gml_gpt_backend(z->model);
+    size_t as = gml_dtype_size(be->act_dtype);
+    size_t params = z->padded * 4 + (as != 4 ? z->padded * as : 0);
+    size_t grads = z->padded * 4;
+    size_t moments = 2 * (z->hi > z->lo ? z->hi - z->lo : 1) * 4;
+    size_t shard = z->gshard ? z->S * 4 : 0;
+    return params + grads + moments + shard;
+}

@@ -1,0 +1,55 @@
+/* zero.h — the optimizer step of a data-parallel group, ZeRO stage 0, 1 or 2
+ * (DESIGN.md: parallel/). It runs after the last micro-step's backward and
+ * leaves every dp rank with the same updated parameters.
+ *
+ * Shards: the flat parameter buffer (registry order, padded to a multiple of
+ * dp by the model: gml_gpt_config.shard_ways) is cut into dp equal ranges;
+ * dp rank r owns [r*S, (r+1)*S), S = padded / dp, so any parameter size works
+ * (a parameter may straddle shards; AdamW treats each piece with that
+ * parameter's weight-decay flag).
+ *   stage 0: gradients all-reduced (parallel/dp.h), every rank updates all.
+ *   stage 1: gradients all-reduced; Adam moments exist for the own shard only;
+ *            each rank updates its shard, then the parameters are all-gathered.
+ *   stage 2: gradients reduce-scattered into a shard buffer (half the traffic
+ *            of an all-reduce); update and all-gather as in stage 1.
+ * The global gradient norm for clipping is sqrt(sum over the group of each
+ * shard's sum of squares). Stage 3 (sharded parameters) is not built yet.
+ *
+ * Model-state bytes per rank (P parameters, fp32 everything, CPU backend):
+ *   stage 0: 16 P     stage 1: 8 P + 8 P/dp     stage 2: 8 P + 12 P/dp
+ * (params 4P + the full gradient buffer 4P that backward writes into, plus
+ * moments 8P/dp, plus the gradient shard 4P/dp in stage 2). gml_zero_state_bytes
+ * reports what was actually allocated.
+ * Ownership: gml_zero_create allocates; gml_zero_destroy frees. Borrows the
+ * model and the group.
+ * Not for: device buffers (needs the NCCL backend of comm/).
+ */
+#ifndef GML_ZERO_H
+#define GML_ZERO_H
+
+#include "comm/comm.h"
+#include "core/optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct gml_zero gml_zero;
+
+/* The model must have been created with shard_ways == gml_comm_size(dp) (or
+ * 1 when dp has one rank). */
+gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, int stage, const gml_adamw_config *cfg, gml_zero **out);
+void gml_zero_destroy(gml_zero *z);
+
+/* Reduce the gradients, clip, update, gather. *grad_norm: the global norm
+ * before clipping (may be NULL). */
+gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm);
+
+/* Bytes of model state this rank holds: parameters (+ compute copy), the
+ * gradient buffer, Adam moments, the gradient shard. */
+size_t gml_zero_state_bytes(const gml_zero *z);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
