@@ -2,6 +2,8 @@
  * Not for: optimizer state or resumable checkpoints. */
 #include "checkpoint/weights.h"
 
+#include "checkpoint/h5util.h"
+
 #include <fcntl.h>
 #include <hdf5.h>
 #include <stdio.h>
@@ -29,68 +31,6 @@ static void config_values(const gml_gpt_config *c, int v[6]) {
     v[5] = c->padded_vocab_size;
 }
 
-static herr_t write_int_attr(hid_t loc, const char *name, int value) {
-    hid_t sp = H5Screate(H5S_SCALAR);
-    if (sp < 0) return -1;
-    hid_t a = H5Acreate2(loc, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t r = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT, &value);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(sp);
-    return r;
-}
-
-static herr_t write_str_attr(hid_t loc, const char *name, const char *value) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    if (t < 0) return -1;
-    H5Tset_size(t, strlen(value) + 1);
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = sp < 0 ? -1 : H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t r = a < 0 ? -1 : H5Awrite(a, t, value);
-    if (a >= 0) H5Aclose(a);
-    if (sp >= 0) H5Sclose(sp);
-    H5Tclose(t);
-    return r;
-}
-
-static int read_int_attr(hid_t loc, const char *name, int *value) {
-    if (H5Aexists(loc, name) <= 0) return -1;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return -1;
-    herr_t r = H5Aread(a, H5T_NATIVE_INT, value);
-    H5Aclose(a);
-    return r < 0 ? -1 : 0;
-}
-
-static int read_str_attr(hid_t loc, const char *name, char *buf, size_t cap) {
-    if (H5Aexists(loc, name) <= 0) return -1;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return -1;
-    hid_t ft = H5Aget_type(a);
-    int ok = -1;
-    if (ft >= 0 && H5Tget_class(ft) == H5T_STRING && !H5Tis_variable_str(ft) && H5Tget_size(ft) < cap) {
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, cap);
-        memset(buf, 0, cap);
-        ok = H5Aread(a, mt, buf) < 0 ? -1 : 0;
-        H5Tclose(mt);
-    }
-    if (ft >= 0) H5Tclose(ft);
-    H5Aclose(a);
-    return ok;
-}
-
-static herr_t write_tensor(hid_t grp, const gml_param_spec *p, const float *data) {
-    hsize_t dims[GML_PARAM_MAX_DIMS];
-    for (int d = 0; d < p->ndim; d++) dims[d] = (hsize_t)p->shape[d];
-    hid_t sp = H5Screate_simple(p->ndim, dims, NULL);
-    if (sp < 0) return -1;
-    hid_t ds = H5Dcreate2(grp, p->name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t r = ds < 0 ? -1 : H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    if (ds >= 0) H5Dclose(ds);
-    H5Sclose(sp);
-    return r;
-}
-
 gml_status gml_weights_save(gml_gpt *m, const char *path, int extra_grads) {
     gml_status st = GML_OK;
     const gml_param_registry *reg = gml_gpt_params(m);
@@ -108,31 +48,25 @@ gml_status gml_weights_save(gml_gpt *m, const char *path, int extra_grads) {
         st = gml_error_set(GML_ERR_IO, "cannot create '%s'", tmp);
         goto done;
     }
-    H5_TRY(write_str_attr(f, "format", GML_WEIGHTS_FORMAT), "write format");
-    H5_TRY(write_int_attr(f, "format_version", GML_WEIGHTS_VERSION), "write version");
+    H5_TRY(gml_h5_write_str_attr(f, "format", GML_WEIGHTS_FORMAT), "write format");
+    H5_TRY(gml_h5_write_int_attr(f, "format_version", GML_WEIGHTS_VERSION), "write version");
     int v[6];
     config_values(gml_gpt_get_config(m), v);
-    for (int i = 0; i < 6; i++) H5_TRY(write_int_attr(f, shape_keys[i], v[i]), "write model shape");
-    for (int i = 0; i < reg->n; i++) H5_TRY(write_tensor(f, &reg->specs[i], host + reg->specs[i].offset), "write");
+    for (int i = 0; i < 6; i++) H5_TRY(gml_h5_write_int_attr(f, shape_keys[i], v[i]), "write model shape");
+    for (int i = 0; i < reg->n; i++) H5_TRY(gml_h5_write_tensor(f, &reg->specs[i], host + reg->specs[i].offset), "write");
     if (extra_grads) {
         GML_CHECK_GOTO(gml_gpt_get_grads_host(m, host), st, done);
         g = H5Gcreate2(f, "grads", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         H5_TRY(g, "create group grads");
         for (int i = 0; i < reg->n; i++)
-            H5_TRY(write_tensor(g, &reg->specs[i], host + reg->specs[i].offset), "write grads");
+            H5_TRY(gml_h5_write_tensor(g, &reg->specs[i], host + reg->specs[i].offset), "write grads");
     }
     if (g >= 0) H5Gclose(g);
     g = -1;
     H5_TRY(H5Fflush(f, H5F_SCOPE_GLOBAL), "flush");
     H5_TRY(H5Fclose(f), "close");
     f = -1;
-    int fd = open(tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        if (fd >= 0) close(fd);
-        st = gml_error_set(GML_ERR_IO, "cannot fsync '%s'", tmp);
-        goto done;
-    }
-    close(fd);
+    GML_CHECK_GOTO(gml_fsync_path(tmp), st, done);
     if (rename(tmp, path) != 0) st = gml_error_set(GML_ERR_IO, "cannot rename '%s' to '%s'", tmp, path);
 done:
     if (g >= 0) H5Gclose(g);
@@ -153,8 +87,8 @@ static gml_status open_checked(const char *path, hid_t *out) {
     if (f < 0) return gml_error_set(GML_ERR_BAD_INPUT, "weights file '%s' cannot be opened as HDF5", path);
     char fmt[64];
     int ver = 0;
-    if (read_str_attr(f, "format", fmt, sizeof fmt) != 0 || strcmp(fmt, GML_WEIGHTS_FORMAT) != 0 ||
-        read_int_attr(f, "format_version", &ver) != 0 || ver != GML_WEIGHTS_VERSION) {
+    if (gml_h5_read_str_attr(f, "format", fmt, sizeof fmt) != 0 || strcmp(fmt, GML_WEIGHTS_FORMAT) != 0 ||
+        gml_h5_read_int_attr(f, "format_version", &ver) != 0 || ver != GML_WEIGHTS_VERSION) {
         H5Fclose(f);
         return gml_error_set(GML_ERR_BAD_INPUT, "'%s' is not a gml-dist weights file (expected format '%s' "
                              "version %d)", path, GML_WEIGHTS_FORMAT, GML_WEIGHTS_VERSION);
@@ -168,7 +102,7 @@ gml_status gml_weights_read_config(const char *path, gml_gpt_config *cfg) {
     GML_CHECK(open_checked(path, &f));
     int v[6];
     for (int i = 0; i < 6; i++) {
-        if (read_int_attr(f, shape_keys[i], &v[i]) != 0) {
+        if (gml_h5_read_int_attr(f, shape_keys[i], &v[i]) != 0) {
             H5Fclose(f);
             return gml_error_set(GML_ERR_BAD_INPUT, "weights file '%s' lacks attribute '%s'", path, shape_keys[i]);
         }
@@ -205,26 +139,8 @@ gml_status gml_weights_load(gml_gpt *m, const char *path) {
         free(host);
         return st;
     }
-    for (int i = 0; i < reg->n && st == GML_OK; i++) {
-        const gml_param_spec *p = &reg->specs[i];
-        hid_t ds = H5Lexists(f, p->name, H5P_DEFAULT) > 0 ? H5Dopen2(f, p->name, H5P_DEFAULT) : -1;
-        if (ds < 0) {
-            st = gml_error_set(GML_ERR_BAD_INPUT, "weights file '%s' lacks tensor '%s'", path, p->name);
-            break;
-        }
-        hid_t sp = H5Dget_space(ds);
-        hsize_t dims[8];
-        int nd = sp < 0 ? -1 : H5Sget_simple_extent_dims(sp, dims, NULL);
-        int same = nd == p->ndim;
-        for (int d = 0; same && d < nd; d++) same = dims[d] == (hsize_t)p->shape[d];
-        if (!same)
-            st = gml_error_set(GML_ERR_BAD_INPUT, "weights file '%s': tensor '%s' has the wrong shape", path,
-                               p->name);
-        else if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, host + p->offset) < 0)
-            st = gml_error_set(GML_ERR_BAD_INPUT, "weights file '%s': tensor '%s' cannot be read", path, p->name);
-        if (sp >= 0) H5Sclose(sp);
-        H5Dclose(ds);
-    }
+    for (int i = 0; i < reg->n && st == GML_OK; i++)
+        st = gml_h5_read_tensor(f, path, NULL, &reg->specs[i], host + reg->specs[i].offset);
     H5Fclose(f);
     if (st == GML_OK) st = gml_gpt_set_params_host(m, host);
     free(host);
