@@ -445,6 +445,12 @@ static void run_attention(int B, int T, int C, int NH) {
     OK(g_gpu->iface->attention_backward(g_gpu, dqkv.gpu, dout.gpu, qkv.gpu, out.gpu, lse.gpu, B, T, C, NH));
     snprintf(what, sizeof what, "attention_backward dqkv B=%d T=%d C=%d NH=%d", B, T, C, NH);
     compare(what, &dqkv, TOL_BF16_OUT);
+    /* deterministic: a second backward gives the same bits (no atomics) */
+    float *first = download(&dqkv, 1);
+    OK(g_gpu->iface->attention_backward(g_gpu, dqkv.gpu, dout.gpu, qkv.gpu, out.gpu, lse.gpu, B, T, C, NH));
+    float *again = download(&dqkv, 1);
+    assert_memory_equal(first, again, n_qkv * sizeof *first);
+    free(first), free(again);
     pair_free(&qkv), pair_free(&out), pair_free(&lse), pair_free(&dout), pair_free(&dqkv);
     free(qkv_h), free(dout_h), free(out_h), free(lse_h);
 }
@@ -452,11 +458,16 @@ static void run_attention(int B, int T, int C, int NH) {
 static void test_attention(void **state) {
     (void)state;
     rng_seed(7);
-    run_attention(2, 37, 64, 2);    /* hd 32, T not a multiple of the tile */
-    run_attention(2, 37, 96, 2);    /* hd 48: partial lanes */
-    run_attention(1, 70, 256, 2);   /* hd 128: the largest head */
-    run_attention(3, 1, 64, 1);     /* T = 1 */
-    run_attention(2, 256, 768, 12); /* GPT-2 124M */
+    /* scalar fallback (hd not 64 or 128) */
+    run_attention(2, 37, 64, 2); /* hd 32, T not a multiple of the tile */
+    run_attention(2, 37, 96, 2); /* hd 48: partial lanes */
+    /* tensor-core kernels (hd 64 and 128; 64-row tiles, hd 128 also 32-row) */
+    run_attention(1, 70, 256, 2);    /* hd 128: the largest head, T not a multiple of 64 */
+    run_attention(1, 192, 512, 4);   /* hd 128, T a multiple of 64 */
+    run_attention(3, 1, 64, 1);      /* hd 64, T = 1 */
+    run_attention(1, 200, 256, 4);   /* hd 64, T not a multiple of 64 */
+    run_attention(2, 256, 768, 12);  /* GPT-2 124M heads */
+    run_attention(2, 1024, 768, 12); /* GPT-2 124M at its full context */
 }
 
 static void run_classifier(int N, int V, int Vp) {
