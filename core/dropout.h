@@ -41,6 +41,15 @@ static inline uint32_t gml_dropout_threshold(float p) {
     return t <= 0.0 ? 0u : t >= 4294967295.0 ? 4294967295u : (uint32_t)t;
 }
 
+/* The key under which element i is what element first + i is under `key`:
+ * gml_dropout_bits(gml_dropout_offset_key(key, first), i) ==
+ * gml_dropout_bits(key, first + i). A rank whose micro-batch starts at row r
+ * of the global batch uses first = r * T * C, so every layout draws the same
+ * mask for the same global element. */
+static inline uint64_t gml_dropout_offset_key(uint64_t key, uint64_t first) {
+    return key + first * 0x9e3779b97f4a7c15ULL;
+}
+
 /* Key of dropout site `site` (a layer-local constant) under a step key. */
 static inline uint64_t gml_dropout_site_key(uint64_t step_key, uint64_t site) {
     return gml_mix64(step_key ^ gml_mix64(site + 0x44524f50ULL /* "DROP" */));

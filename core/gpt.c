@@ -88,7 +88,7 @@ struct gml_gpt {
     /* dropout: on for the last forward iff it was a training forward and
      * cfg.dropout > 0; masks from dropout_key (core/dropout.h) */
     int dropout_on;
-    uint64_t dropout_key;
+    uint64_t dropout_key, dropout_first_row;
     uint32_t drop_threshold;
     float drop_scale;
 };
@@ -333,8 +333,9 @@ static inline uint64_t site_attn(int l) { return 1 + 2 * (uint64_t)l; }
 static inline uint64_t site_mlp(int l) { return 2 + 2 * (uint64_t)l; }
 
 static gml_status drop(gml_gpt *m, void *out, const void *x, size_t n, uint64_t site) {
-    return m->be->iface->dropout(m->be, out, x, n, gml_dropout_site_key(m->dropout_key, site), m->drop_threshold,
-                                 m->drop_scale);
+    uint64_t first = m->dropout_first_row * (uint64_t)m->T * (uint64_t)m->cfg.n_embd; /* every site is (B,T,C) */
+    uint64_t key = gml_dropout_offset_key(gml_dropout_site_key(m->dropout_key, site), first);
+    return m->be->iface->dropout(m->be, out, x, n, key, m->drop_threshold, m->drop_scale);
 }
 
 static gml_status block_forward(gml_gpt *m, int l, const void *x) {
@@ -470,7 +471,10 @@ gml_status gml_gpt_forward(gml_gpt *m, const int32_t *inputs, const int32_t *tar
     return GML_OK;
 }
 
-void gml_gpt_set_dropout_key(gml_gpt *m, uint64_t key) { m->dropout_key = key; }
+void gml_gpt_set_dropout_key(gml_gpt *m, uint64_t key, uint64_t first_row) {
+    m->dropout_key = key;
+    m->dropout_first_row = first_row;
+}
 
 gml_status gml_gpt_backward(gml_gpt *m) {
     if (!m->has_grad_logits)

@@ -76,8 +76,10 @@ gml_status gml_gpt_get_grads_host(gml_gpt *m, float *host);
 gml_status gml_gpt_forward(gml_gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T, float dscale);
 /* Key of the dropout masks of the next training forward (and its backward).
  * The caller derives it from (seed, step, micro-step) so that a run, and a
- * resumed run, draw the same masks; see core/dropout.h. */
-void gml_gpt_set_dropout_key(gml_gpt *m, uint64_t key);
+ * resumed run, draw the same masks; first_row: the index of this
+ * micro-batch's first sequence in the global batch (its dp rank * B), so all
+ * layouts draw the same mask per global element; see core/dropout.h. */
+void gml_gpt_set_dropout_key(gml_gpt *m, uint64_t key, uint64_t first_row);
 /* Backward of the last forward; gradients ACCUMULATE into the fp32 grads. */
 gml_status gml_gpt_backward(gml_gpt *m);
 gml_status gml_gpt_zero_grads(gml_gpt *m);

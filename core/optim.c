@@ -76,6 +76,11 @@ void gml_adamw_destroy(gml_adamw *o) {
 }
 
 int gml_adamw_t(const gml_adamw *o) { return o->t; }
+void gml_adamw_set_t(gml_adamw *o, int t) { o->t = t; }
+void gml_adamw_range(const gml_adamw *o, size_t *lo, size_t *hi) {
+    *lo = o->lo;
+    *hi = o->hi;
+}
 float *gml_adamw_m(gml_adamw *o) { return o->m; }
 float *gml_adamw_v(gml_adamw *o) { return o->v; }
 

@@ -63,6 +63,8 @@ gml_status gml_grad_norm(gml_gpt *m, float *scratch_dev, double *norm);
  * and no update. */
 gml_status gml_adamw_step(gml_adamw *opt, double lr, double *grad_norm);
 int gml_adamw_t(const gml_adamw *opt);     /* steps taken */
+void gml_adamw_set_t(gml_adamw *opt, int t); /* resume: the restored step count */
+void gml_adamw_range(const gml_adamw *opt, size_t *lo, size_t *hi);
 float *gml_adamw_m(gml_adamw *opt);         /* (hi - lo) device f32 */
 float *gml_adamw_v(gml_adamw *opt);         /* (hi - lo) device f32 */
 

@@ -41,6 +41,7 @@ const char *gml_status_name(gml_status st) {
     case GML_ERR_NUMERIC: return "numeric error";
     case GML_ERR_UNSUPPORTED: return "unsupported";
     case GML_ERR_INTERNAL: return "internal error";
+    case GML_PREEMPTED: return "preempted";
     }
     return "unknown status";
 }
@@ -48,5 +49,6 @@ const char *gml_status_name(gml_status st) {
 int gml_status_exit_code(gml_status st) {
     if (st == GML_OK) return 0;
     if (st == GML_ERR_BAD_INPUT) return 2;
+    if (st == GML_PREEMPTED) return GML_EXIT_REQUEUE;
     return 1;
 }

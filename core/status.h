@@ -24,7 +24,9 @@ typedef enum {
     GML_ERR_COMM,         /* MPI / NCCL failure */
     GML_ERR_NUMERIC,      /* NaN / Inf where a number was required */
     GML_ERR_UNSUPPORTED,  /* valid request this build cannot do */
-    GML_ERR_INTERNAL
+    GML_ERR_INTERNAL,
+    GML_PREEMPTED         /* not an error: stopped on SIGTERM/SIGUSR1 after committing a
+                             checkpoint; exit code 3 tells a batch script to requeue */
 } gml_status;
 
 /* Record the first error's message (printf-style), with where it happened.
@@ -39,7 +41,9 @@ const char *gml_error_message(void);
 void gml_error_clear(void);
 
 const char *gml_status_name(gml_status st);
-/* Exit codes a batch script can act on: 0 ok, 2 bad user input, 1 other. */
+/* Exit codes a batch script can act on: 0 ok, 2 bad user input, 3 preempted
+ * with a checkpoint committed (requeue and --resume auto), 1 other. */
+#define GML_EXIT_REQUEUE 3
 int gml_status_exit_code(gml_status st);
 
 #define GML_CHECK(call)                                                                  \

@@ -8,22 +8,23 @@
  *   gml-dist sample CONFIG [--weights PATH] [--prompt TEXT] [--tokens N] ...
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint/ckpt.h"
 #include "comm/comm.h"
 #include "core/status.h"
+#include "core/version.h"
 #include "launcher/config.h"
 #include "launcher/prep.h"
 #include "launcher/run.h"
 
-#ifndef GML_VERSION
-#define GML_VERSION "0.1.0"
-#endif
 
 static const char *usage =
-    "usage: gml-dist CONFIG [key=value ...]                 train\n"
+    "usage: gml-dist CONFIG [--resume auto|PATH|none] [key=value ...]   train\n"
     "       gml-dist --print-config CONFIG [key=value ...]  print the effective config\n"
     "       gml-dist prep --out FILE.h5 [--tokenizer byte|char] [--val-fraction F] [--strip-fortune] TEXT...\n"
+    "       gml-dist ckpt info PATH                         what a checkpoint holds, checksums verified\n"
     "       gml-dist sample CONFIG [--weights PATH] [--prompt TEXT] [--tokens N] [--temperature X] [--top-k K]\n"
     "       gml-dist --version | --help\n";
 
@@ -32,7 +33,10 @@ static const char *usage =
  * left waiting in a collective. */
 static int finish(gml_status st) {
     int code = gml_status_exit_code(st);
-    if (st != GML_OK) {
+    if (st == GML_PREEMPTED) {
+        fprintf(stderr, "gml-dist: stopped by a signal after committing a checkpoint; exit %d (requeue, then "
+                        "--resume auto)\n", code);
+    } else if (st != GML_OK) {
         const char *msg = gml_error_message(), *where = gml_comm_where();
         fprintf(stderr, "gml-dist: %s%serror: %s\n", where, where[0] ? ": " : "", msg[0] ? msg : gml_status_name(st));
         fflush(stdout);
@@ -62,17 +66,38 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "prep") == 0) return finish(gml_cmd_prep(argc - 1, argv + 1));
     if (strcmp(cmd, "sample") == 0) return finish(gml_cmd_sample(argc - 1, argv + 1));
+    if (strcmp(cmd, "ckpt") == 0) {
+        if (argc != 4 || strcmp(argv[2], "info") != 0) return bad_usage("usage: gml-dist ckpt info PATH");
+        return finish(gml_ckpt_info(argv[3], stdout));
+    }
     int print_only = strcmp(cmd, "--print-config") == 0;
     int first = (print_only || strcmp(cmd, "train") == 0) ? 2 : 1;
     if (first >= argc) return bad_usage("no CONFIG given");
     const char *config_path = argv[first];
     if (config_path[0] == '-') return bad_usage("unknown flag");
+    /* --resume X may stand anywhere among the overrides */
+    const char *resume = "none";
+    int nover = 0;
+    char **over = calloc((size_t)argc, sizeof *over);
+    if (!over) return finish(gml_error_set(GML_ERR_NOMEM, "out of host memory"));
+    for (int i = first + 1; i < argc; i++) {
+        if (strcmp(argv[i], "--resume") == 0 && !print_only) {
+            if (i + 1 >= argc) {
+                free(over);
+                return bad_usage("--resume needs auto, none or a checkpoint path");
+            }
+            resume = argv[++i];
+        } else {
+            over[nover++] = argv[i];
+        }
+    }
     Gml__RunConfig *cfg = NULL;
-    gml_status st = gml_config_load(config_path, argc - first - 1, argv + first + 1, &cfg);
+    gml_status st = gml_config_load(config_path, nover, over, &cfg);
     if (st == GML_OK) {
         if (print_only) st = gml_config_print(cfg, stdout);
-        else st = gml_cmd_train(cfg, config_path);
+        else st = gml_cmd_train(cfg, config_path, resume);
     }
+    free(over);
     gml_config_free(cfg);
     return finish(st);
 }

@@ -11,11 +11,13 @@
  * Not for: tensor / pipeline parallelism, ZeRO (parallel/, to do).
  */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "checkpoint/ckpt.h"
 #include "checkpoint/weights.h"
 #include "comm/comm.h"
 #include "core/fsutil.h"
@@ -70,13 +72,49 @@ typedef struct {
     int B, T;
     gml_mesh *mesh;
     int rank0; /* this rank prints and writes files */
+    char ckpt_dir[4096];
+    int start_step; /* optimizer steps already done (resume) */
 } trainer;
+
+/* SIGTERM / SIGUSR1 (SLURM's warning before a time limit): finish the step,
+ * checkpoint, exit GML_EXIT_REQUEUE. */
+static volatile sig_atomic_t g_stop_signal;
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+static gml_status install_stop_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGUSR1, &sa, NULL) != 0)
+        return gml_error_set(GML_ERR_INTERNAL, "cannot install the SIGTERM/SIGUSR1 handlers");
+    return GML_OK;
+}
+
+/* Test hook, documented in README: GML_TEST_SIGNAL_AT_STEP=N makes world
+ * rank 0 send itself SIGUSR1 when step N is done (a deterministic stand-in for
+ * a scheduler's preemption signal). */
+static int test_signal_step(void) {
+    const char *v = getenv("GML_TEST_SIGNAL_AT_STEP");
+    return v ? atoi(v) : -1;
+}
 
 /* A one-off fact: on stdout and in metrics.jsonl (rank 0). */
 static gml_status info(trainer *t, const char *key, const char *value) {
     if (!t->rank0) return GML_OK;
     printf("%s: %s\n", key, value);
     return gml_metrics_info(t->metrics, key, value);
+}
+
+static gml_status save_checkpoint(trainer *t, int done, const char *why) {
+    gml_ckpt_progress prog = {done, 0, 0};
+    gml_loader_position(t->train, &prog.loader_epoch, &prog.loader_index);
+    double secs = 0.0;
+    GML_CHECK(gml_ckpt_save(t->ckpt_dir, t->model, t->opt, t->mesh, t->cfg, &prog, t->cfg->checkpoint->keep_last,
+                            &secs));
+    char line[4300];
+    snprintf(line, sizeof line, "step %d (%s) -> %s/step_%08d, %.2f s stall", done, why, t->ckpt_dir, done, secs);
+    return info(t, "checkpoint", line);
 }
 
 static gml_status evaluate(trainer *t, double *val_loss) {
@@ -121,15 +159,18 @@ static gml_status train_loop(trainer *t) {
     float dscale = 1.0f / (float)tokens_per_step;
 
     double val_loss, best_val;
-    int best_step = 0;
+    int best_step = t->start_step;
     GML_CHECK(evaluate(t, &val_loss));
-    if (t->rank0) GML_CHECK(gml_metrics_eval(t->metrics, 0, val_loss));
+    if (t->rank0) GML_CHECK(gml_metrics_eval(t->metrics, t->start_step, val_loss));
     best_val = val_loss;
     const double start_val = val_loss;
+    const Gml__CheckpointConfig *cc = cfg->checkpoint;
+    const int ckpt_on = cc->every_steps > 0 || cc->every_minutes > 0;
+    const int signal_at = test_signal_step();
 
-    double t_start = now_s(), window_t0 = t_start;
+    double t_start = now_s(), window_t0 = t_start, last_ckpt = t_start;
     int window_steps = 0;
-    for (int step = 0; step < steps; step++) {
+    for (int step = t->start_step; step < steps; step++) {
         double t0 = now_s();
         GML_CHECK(gml_gpt_zero_grads(t->model));
         GML_CHECK(be->iface->memset_zero(be, t->loss_acc, 4));
@@ -137,7 +178,8 @@ static gml_status train_loop(trainer *t) {
             GML_CHECK(gml_loader_next(t->train, t->inputs, t->targets));
             /* dropout masks: a function of (seed, step, micro-step) only */
             uint64_t micro_index = (uint64_t)step * (uint64_t)accum + (uint64_t)micro;
-            gml_gpt_set_dropout_key(t->model, gml_mix64(cfg->train->seed ^ gml_mix64(micro_index)));
+            gml_gpt_set_dropout_key(t->model, gml_mix64(cfg->train->seed ^ gml_mix64(micro_index)),
+                                    (uint64_t)t->mesh->dp_rank * (uint64_t)t->B);
             GML_CHECK(gml_gpt_forward(t->model, t->inputs, t->targets, t->B, t->T, dscale));
             GML_CHECK(gml_gpt_loss_accumulate(t->model, t->loss_acc));
             GML_CHECK(gml_gpt_backward(t->model));
@@ -168,7 +210,7 @@ static gml_status train_loop(trainer *t) {
             s.tokens_per_s = window_s > 0 ? tokens_per_step * window_steps / window_s : 0.0;
             s.mfu = be->peak_flops > 0 ? flops_tok * s.tokens_per_s / be->peak_flops : -1.0;
             s.mem_bytes = (double)peak;
-            s.eta_s = (t1 - t_start) / done * (steps - done);
+            s.eta_s = (t1 - t_start) / (done - t->start_step) * (steps - done);
             GML_CHECK(gml_metrics_train(t->metrics, &s));
             window_t0 = now_s();
             window_steps = 0;
@@ -181,6 +223,19 @@ static gml_status train_loop(trainer *t) {
             if (val_loss < best_val) best_val = val_loss, best_step = done;
         }
         if ((sample_every > 0 && done % sample_every == 0) || done == steps) GML_CHECK(sample(t, done));
+        if (t->rank0 && done == signal_at) raise(SIGUSR1);
+        /* checkpoint triggers, agreed by all ranks: a stop signal on any rank,
+         * every_steps, every_minutes (rank 0's clock) */
+        float flags[2] = {g_stop_signal ? 1.0f : 0.0f,
+                          t->rank0 && cc->every_minutes > 0 && now_s() - last_ckpt >= 60.0 * cc->every_minutes};
+        if (t->mesh->world > 1) GML_CHECK(gml_comm_allreduce_sum_f32(t->mesh->world_c, flags, 2, NULL));
+        int stop = flags[0] > 0.0f;
+        int due = (cc->every_steps > 0 && done % cc->every_steps == 0) || flags[1] > 0.0f || (ckpt_on && done == steps);
+        if (stop || due) {
+            GML_CHECK(save_checkpoint(t, done, stop ? "stop signal" : "scheduled"));
+            last_ckpt = now_s();
+        }
+        if (stop) return GML_PREEMPTED;
         window_t0 += now_s() - aside_t0;
     }
     char line[160];
@@ -189,7 +244,7 @@ static gml_status train_loop(trainer *t) {
     return info(t, "val loss", line);
 }
 
-gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path) {
+gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, const char *resume) {
     gml_status st = GML_OK;
     trainer t = {0};
     t.cfg = cfg;
@@ -236,6 +291,29 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path) {
     gml_adamw_config oc = {cfg->optim->beta1, cfg->optim->beta2, cfg->optim->eps, cfg->optim->weight_decay,
                            cfg->optim->grad_clip};
     GML_CHECK_GOTO(gml_zero_create(t.model, t.mesh->dp_c, pc->zero, &oc, &t.opt), st, done);
+    if (cfg->checkpoint->dir[0]) snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s", cfg->checkpoint->dir);
+    else snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s/ckpt", cfg->train->out_dir);
+    GML_CHECK_GOTO(install_stop_handlers(), st, done);
+    {
+        gml_ckpt_progress prog = {0, 0, 0};
+        int loaded = 0;
+        char used[4096] = "";
+        GML_CHECK_GOTO(gml_ckpt_resume(t.ckpt_dir, resume, t.model, t.opt, t.mesh, &prog, &loaded, used,
+                                       sizeof used), st, done);
+        if (loaded) {
+            if (prog.step > cfg->train->steps) {
+                st = gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s' is at step %lld, past train.steps = %d", used,
+                                   (long long)prog.step, cfg->train->steps);
+                goto done;
+            }
+            GML_CHECK_GOTO(gml_loader_seek(t.train, prog.loader_epoch, prog.loader_index), st, done);
+            t.start_step = (int)prog.step;
+        }
+        if (strcmp(resume, "none") != 0 && t.rank0) {
+            if (loaded) printf("resume: %s (step %lld)\n", used, (long long)prog.step);
+            else printf("resume: no checkpoint in %s, starting fresh\n", t.ckpt_dir);
+        }
+    }
     GML_CHECK_GOTO(t.be->iface->alloc(t.be, (void **)&t.loss_acc, 4), st, done);
     t.inputs = malloc((size_t)t.B * t.T * sizeof *t.inputs);
     t.targets = malloc((size_t)t.B * t.T * sizeof *t.targets);

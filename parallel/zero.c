@@ -92,6 +92,10 @@ gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
     return GML_OK;
 }
 
+gml_adamw *gml_zero_optimizer(gml_zero *z) { return z->opt; }
+int gml_zero_stage(const gml_zero *z) { return z->stage; }
+gml_comm *gml_zero_group(gml_zero *z) { return z->dp; }
+
 size_t gml_zero_state_bytes(const gml_zero *z) {
     gml_backend *be = gml_gpt_backend(z->model);
     size_t as = gml_dtype_size(be->act_dtype);

@@ -45,6 +45,12 @@ void gml_zero_destroy(gml_zero *z);
  * before clipping (may be NULL). */
 gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm);
 
+/* The AdamW of this rank's range (its moments are the shard a checkpoint
+ * saves and restores), the stage in effect and the group. */
+gml_adamw *gml_zero_optimizer(gml_zero *z);
+int gml_zero_stage(const gml_zero *z);
+gml_comm *gml_zero_group(gml_zero *z);
+
 /* Bytes of model state this rank holds: parameters (+ compute copy), the
  * gradient buffer, Adam moments, the gradient shard. */
 size_t gml_zero_state_bytes(const gml_zero *z);

@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
     CHECK(be->iface->alloc(be, (void **)&acc, 4));
     CHECK(be->iface->memset_zero(be, acc, 4));
     CHECK(gml_gpt_zero_grads(m));
-    gml_gpt_set_dropout_key(m, dropout_key);
+    gml_gpt_set_dropout_key(m, dropout_key, 0);
     CHECK(gml_gpt_forward(m, in, tg, B, T, 1.0f / (B * T)));
     CHECK(gml_gpt_loss_accumulate(m, acc));
     CHECK(gml_gpt_backward(m));

@@ -63,7 +63,7 @@ static void run(const char *kind, float dropout, double *losses, float **params_
             }
         }
         assert_int_equal(gml_gpt_zero_grads(m), GML_OK);
-        gml_gpt_set_dropout_key(m, 1000 + (uint64_t)step);
+        gml_gpt_set_dropout_key(m, 1000 + (uint64_t)step, 0);
         assert_int_equal(be->iface->memset_zero(be, acc, 4), GML_OK);
         assert_int_equal(gml_gpt_forward(m, in, tg, B, T, 1.0f / (B * T)), GML_OK);
         assert_int_equal(gml_gpt_loss_accumulate(m, acc), GML_OK);

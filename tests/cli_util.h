@@ -1,0 +1,71 @@
+/* cli_util.h — helpers for tests that drive the gml-dist binary: run a shell
+ * command capturing its output, read environment set by CTest, and pull
+ * values out of metrics.jsonl. Include after <cmocka.h>. */
+#ifndef GML_TEST_CLI_UTIL_H
+#define GML_TEST_CLI_UTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+/* Run `cmd` with stderr merged into stdout; *out (malloc'd) gets the output
+ * when out is not NULL. Returns the exit code (-1 if killed). */
+static inline int cli_run(const char *cmd, char **out) {
+    size_t len = strlen(cmd) + 16;
+    char *full = malloc(len);
+    assert_non_null(full);
+    snprintf(full, len, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    free(full);
+    assert_non_null(p);
+    size_t cap = 1 << 16, n = 0, got;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += got;
+        if (n + 1 >= cap) {
+            buf = realloc(buf, cap *= 2);
+            assert_non_null(buf);
+        }
+    }
+    buf[n] = '\0';
+    int status = pclose(p);
+    if (out) *out = buf;
+    else free(buf);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static inline const char *cli_env(const char *k) {
+    const char *v = getenv(k);
+    if (!v) fail_msg("environment variable %s is not set (CTest sets it)", k);
+    return v;
+}
+
+/* The text after "key": of each "kind":"train" line of a metrics.jsonl, by
+ * step (1-based; a later line for the same step replaces an earlier one, as
+ * after a resume). Returns the largest step seen. text[s] holds up to 31
+ * characters. */
+static inline int cli_train_values(const char *jsonl, const char *key, char (*text)[32], int max_steps) {
+    FILE *f = fopen(jsonl, "r");
+    if (!f) fail_msg("cannot open %s", jsonl);
+    char line[8192], pat[48];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    int last = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (!strstr(line, "\"kind\":\"train\"")) continue;
+        const char *sp = strstr(line, "\"step\":"), *p = strstr(line, pat);
+        assert_non_null(sp);
+        assert_non_null(p);
+        int step = atoi(sp + 7);
+        assert_true(step >= 1 && step <= max_steps);
+        p += strlen(pat);
+        size_t k = strcspn(p, ",}");
+        snprintf(text[step], 32, "%.*s", (int)(k < 31 ? k : 31), p);
+        if (step > last) last = step;
+    }
+    fclose(f);
+    return last;
+}
+
+#endif
