@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# gpu-ckpt-check.sh — checkpoint figures on the GPU host (after tools/gpu-host.sh
+# built build/): bit-for-bit resume on the GPU (shakespeare-char, 200 steps
+# straight vs stopped by SIGUSR1 at 100 + --resume auto), and the stall and
+# write bandwidth of a GPT-2 124M checkpoint against dd's on the same disk.
+# Usage: tools/gpu-ckpt-check.sh OUTDIR
+set -uo pipefail
+out=${1:?OUTDIR}; mkdir -p "$out"
+source .gpudeps/env.sh
+mkdir -p data
+[ -f data/shakespeare_char.h5 ] ||
+  build/gml-dist prep --tokenizer char --out data/shakespeare_char.h5 .gpudeps/tinyshakespeare.txt >/dev/null
+work=$(mktemp -d /tmp/gml-ckpt-XXXXXX)
+common="train.steps=200 eval.every=0 sample.tokens=0 log.every=1 log.tensorboard=false checkpoint.every_steps=100"
+build/gml-dist configs/shakespeare-char.yaml $common train.out_dir=$work/a >"$out/resume_a.log" 2>&1
+GML_TEST_SIGNAL_AT_STEP=100 build/gml-dist configs/shakespeare-char.yaml $common train.out_dir=$work/b \
+  >"$out/resume_b1.log" 2>&1; echo "stopped run exit $? (3 = preempted with checkpoint)"
+build/gml-dist configs/shakespeare-char.yaml $common train.out_dir=$work/b --resume auto >"$out/resume_b2.log" 2>&1
+echo "resumed run exit $?"
+pick() { grep '"kind":"train"' "$1" | grep -o '"step":[0-9]*,"loss":[^,]*,"lr":[^,]*,"grad_norm":[^,]*'; }
+pick $work/a/metrics.jsonl >"$out/a.txt"; pick $work/b/metrics.jsonl >"$out/b.txt"
+if cmp -s "$out/a.txt" "$out/b.txt"; then echo "GPU resume: $(wc -l <"$out/a.txt") train lines identical"
+else echo "GPU resume: DIFFERENT"; diff "$out/a.txt" "$out/b.txt" | head -5; fi
+cmp -s <(h5dump -d /wte.weight $work/a/model.h5 | tail -n +3) <(h5dump -d /wte.weight $work/b/model.h5 | tail -n +3) &&
+  echo "final wte.weight identical" || echo "final wte.weight DIFFERS"
+# 124M checkpoint: stall and bandwidth
+build/gml-dist configs/gpt2-124m.yaml data.path=data/shakespeare_char.h5 train.steps=20 eval.every=0 eval.batches=1 \
+  sample.tokens=0 log.every=10 checkpoint.every_steps=10 checkpoint.keep_last=1 train.out_dir=$work/g \
+  >"$out/ckpt_124m.log" 2>&1; echo "124M run exit $?"
+grep -E "checkpoint:|step +20/" "$out/ckpt_124m.log"
+ls -l $work/g/ckpt/step_*/state.h5
+dd if=/dev/zero of=$work/dd.bin bs=1M count=2048 conv=fsync 2>&1 | tail -1
+rm -rf "$work"
