@@ -554,6 +554,7 @@ gml_status gml_ckpt_info(const char *spec, FILE *out) {
     fprintf(out, "model: n_layer %d, n_head %d, n_embd %d, block_size %d, vocab %d (padded %d)\n", man->n_layer,
             man->n_head, man->n_embd, man->block_size, man->vocab_size, man->padded_vocab_size);
     size_t total = 0;
+    uint32_t digest = 0;
     for (size_t i = 0; i < man->n_tensors && st == GML_OK; i++) {
         const Gml__TensorEntry *e = man->tensors[i];
         gml_param_spec p;
@@ -582,9 +583,11 @@ gml_status gml_ckpt_info(const char *spec, FILE *out) {
         if (g >= 0) H5Gclose(g);
         free(data);
         if (strcmp(e->group, "params") == 0) total += p.numel;
+        digest = gml_crc32c_update(digest, &e->crc32c, sizeof e->crc32c);
     }
     if (st == GML_OK)
-        fprintf(out, "tensors: %zu (%zu parameters), all checksums verified\n", man->n_tensors, total);
+        fprintf(out, "tensors: %zu (%zu parameters), all checksums verified; content digest %08x\n", man->n_tensors,
+                total, (unsigned)digest);
 done:
     if (man) gml__checkpoint_manifest__free_unpacked(man, NULL);
     free(buf);

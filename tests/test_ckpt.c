@@ -41,7 +41,7 @@ static int setup(void **state) {
     (void)state;
     snprintf(dir, sizeof dir, "/tmp/gml_ckpt_XXXXXX");
     if (!mkdtemp(dir)) return -1;
-    char path[256], cmd[4096];
+    char path[4096], cmd[8192];
     snprintf(path, sizeof path, "%s/text.txt", dir);
     FILE *f = fopen(path, "w");
     if (!f) return -1;
@@ -80,7 +80,7 @@ static int teardown(void **state) {
 
 /* gml-dist DIR/run.yaml ARGS (one process), expecting exit code `want`. */
 static char *gml(const char *args, int want) {
-    char cmd[8192], *out;
+    char cmd[16384], *out;
     snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s %s/run.yaml %s", cli_env("GML_BINARY"), dir, args);
     int rc = cli_run(cmd, &out);
     if (rc != want) fail_msg("`%s` exited %d, expected %d:\n%s", cmd, rc, want, out);
@@ -93,7 +93,7 @@ typedef struct {
 } curve;
 
 static void read_curve(const char *out_dir, curve *c, int max_steps) {
-    char path[512];
+    char path[4096];
     memset(c, 0, sizeof *c);
     snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
     c->last = cli_train_values(path, "loss", c->loss, max_steps);
@@ -144,7 +144,7 @@ static curve g_straight; /* the uninterrupted 20-step run */
 
 static void test_resume_bit_for_bit(void **state) {
     (void)state;
-    char args[512], a_dir[256], b_dir[256], p1[300], p2[300];
+    char args[8192], a_dir[1024], b_dir[1024], p1[2048], p2[2048];
     snprintf(a_dir, sizeof a_dir, "%s/straight", dir);
     snprintf(b_dir, sizeof b_dir, "%s/stopped", dir);
     snprintf(args, sizeof args, "train.out_dir=%s", a_dir);
@@ -193,14 +193,14 @@ static void flip_tensor_byte(const char *file, const char *dataset) {
 }
 
 static void copy_dir(const char *from, const char *to) {
-    char cmd[1024];
+    char cmd[4096];
     snprintf(cmd, sizeof cmd, "rm -rf %s && cp -r %s %s", to, from, to);
     assert_int_equal(system(cmd), 0);
 }
 
 static void test_damaged_checkpoints(void **state) {
     (void)state;
-    char src[256], ck[256], file[512], args[1024], *out;
+    char src[1024], ck[1024], file[4096], args[8192], *out;
     snprintf(src, sizeof src, "%s/straight/ckpt", dir); /* steps 10, 15, 20 kept */
     snprintf(ck, sizeof ck, "%s/damaged", dir);
     copy_dir(src, ck);
@@ -208,7 +208,7 @@ static void test_damaged_checkpoints(void **state) {
     snprintf(file, sizeof file, "%s/step_00000020/state.h5", ck);
     flip_tensor_byte(file, "adam_m/blocks.1.mlp.fc.weight");
     snprintf(args, sizeof args, "ckpt info %s", ck);
-    char cmd[2048];
+    char cmd[16384];
     snprintf(cmd, sizeof cmd, "%s %s", cli_env("GML_BINARY"), args);
     assert_int_equal(cli_run(cmd, &out), 2);
     assert_non_null(strstr(out, "adam_m/blocks.1.mlp.fc.weight' fails its checksum"));
@@ -266,7 +266,7 @@ static double rand01(unsigned *s) {
 
 static void test_sigkill_at_random_points(void **state) {
     (void)state;
-    char ck[256], args[1024], cmd[8192], straight[256];
+    char ck[1024], args[8192], cmd[16384], straight[1024];
     snprintf(ck, sizeof ck, "%s/kill_ckpt", dir);
     snprintf(straight, sizeof straight, "%s/kill_straight", dir);
     snprintf(args, sizeof args, KILL_MODEL " train.steps=%d checkpoint.every_steps=1 checkpoint.keep_last=2 "
@@ -278,7 +278,7 @@ static void test_sigkill_at_random_points(void **state) {
     unsigned seed = 2026;
     int delivered = 0, verified = 0, compared = 0, resumed = 0, fell_back = 0;
     for (int k = 0; k < KILLS; k++) {
-        char out_dir[300];
+        char out_dir[2048];
         snprintf(out_dir, sizeof out_dir, "%s/kill_%02d", dir, k);
         snprintf(cmd, sizeof cmd,
                  "OMP_NUM_THREADS=1 exec %s %s/run.yaml " KILL_MODEL " train.steps=%d checkpoint.every_steps=1 "
@@ -299,10 +299,10 @@ static void test_sigkill_at_random_points(void **state) {
         if (WIFSIGNALED(status)) delivered++;
         else assert_int_equal(WEXITSTATUS(status), 0); /* finished before the kill */
         /* whatever `latest` names is complete and verifies */
-        char info[512], *out;
+        char info[4096], *out;
         snprintf(info, sizeof info, "%s ckpt info %s", cli_env("GML_BINARY"), ck);
         if (access(ck, F_OK) == 0) {
-            char latest[300];
+            char latest[4096];
             snprintf(latest, sizeof latest, "%s/latest", ck);
             if (access(latest, F_OK) == 0) {
                 int rc = cli_run(info, &out);
@@ -312,7 +312,7 @@ static void test_sigkill_at_random_points(void **state) {
             }
         }
         /* what this run resumed from */
-        char path[400];
+        char path[4096];
         snprintf(path, sizeof path, "%s.log", out_dir);
         FILE *lf = fopen(path, "r");
         if (lf) {
@@ -338,7 +338,7 @@ static void test_sigkill_at_random_points(void **state) {
         }
     }
     /* then run to the end */
-    char final_dir[300];
+    char final_dir[2048];
     snprintf(final_dir, sizeof final_dir, "%s/kill_final", dir);
     snprintf(args, sizeof args,
              KILL_MODEL " train.steps=%d checkpoint.every_steps=1 checkpoint.keep_last=2 checkpoint.dir=%s "
@@ -372,7 +372,7 @@ static void test_reshard(void **state) {
     int rc = cli_run(cmd, &out);
     if (rc != 3) fail_msg("dp=4 stop: exit %d\n%s", rc, out);
     free(out);
-    char tdir[2][300];
+    char tdir[2][2048];
     snprintf(cmd, sizeof cmd,
              "%s --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -np 2 %s %s/run.yaml %s data.batch_size=4 "
              "parallel.zero=1 checkpoint.dir=%s/rs_ckpt train.out_dir=%s/rs_dp2 --resume auto",
@@ -389,7 +389,7 @@ static void test_reshard(void **state) {
     if (rc != 0) fail_msg("resume at 1 process: exit %d\n%s", rc, out);
     free(out);
     static curve ref, c;
-    char rdir[300];
+    char rdir[2048];
     snprintf(rdir, sizeof rdir, "%s/rs_ref", dir);
     read_curve(rdir, &ref, STEPS);
     for (int i = 0; i < 2; i++) {
