@@ -17,7 +17,7 @@ GML_TEST_SIGNAL_AT_STEP=100 build/gml-dist configs/shakespeare-char.yaml $common
   >"$out/resume_b1.log" 2>&1; echo "stopped run exit $? (3 = preempted with checkpoint)"
 build/gml-dist configs/shakespeare-char.yaml $common train.out_dir=$work/b --resume auto >"$out/resume_b2.log" 2>&1
 echo "resumed run exit $?"
-pick() { grep '"kind":"train"' "$1" | grep -o '"step":[0-9]*,"loss":[^,]*,"lr":[^,]*,"grad_norm":[^,]*'; }
+pick() { grep '"kind":"train"' "$1" | sed -E 's/.*"step":([0-9]+).*"loss":([^,]*).*"lr":([^,]*).*"grad_norm":([^,}]*).*/\1 \2 \3 \4/'; }
 pick $work/a/metrics.jsonl >"$out/a.txt"; pick $work/b/metrics.jsonl >"$out/b.txt"
 if cmp -s "$out/a.txt" "$out/b.txt"; then echo "GPU resume: $(wc -l <"$out/a.txt") train lines identical"
 else echo "GPU resume: DIFFERENT"; diff "$out/a.txt" "$out/b.txt" | head -5; fi
