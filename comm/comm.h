@@ -2,13 +2,15 @@
  *
  * A gml_comm is a group of ranks (the world, or an axis of the mesh made by
  * gml_comm_split). Collectives work on buffers of the group's kind: host
- * memory for the MPI backend (CPU ranks), device memory for the NCCL backend
- * (GPU ranks; not built yet: creating one returns GML_ERR_UNSUPPORTED).
- * Every collective can run asynchronously: pass a gml_comm_req ** and wait on
- * it with gml_comm_wait; pass NULL to block until done. The buffers must stay
- * untouched until the wait returns. Results are deterministic for a fixed
- * group size and count (same algorithm, same summation order), which
- * bit-identical reruns rely on.
+ * memory for an MPI group (gml_comm_world / gml_comm_split), device memory
+ * for a device group (gml_comm_device_group: NCCL on the CUDA backend's
+ * stream). On an MPI group every collective can run asynchronously: pass a
+ * gml_comm_req ** and wait on it with gml_comm_wait (NULL blocks until done);
+ * the buffers must stay untouched until the wait returns. On a device group
+ * collectives are stream-ordered: they run after the work already queued on
+ * the backend's stream and before work queued later; *req comes back NULL.
+ * Results are deterministic for a fixed group size and count (same
+ * algorithm, same summation order), which bit-identical reruns rely on.
  *
  * Errors carry the operation, the group, this rank and host
  * (GML_ERR_COMM). Ownership: gml_comm_world / gml_comm_split return groups
@@ -21,6 +23,7 @@
 
 #include <stddef.h>
 
+#include "core/backend.h"
 #include "core/status.h"
 
 #ifdef __cplusplus
@@ -47,6 +50,10 @@ gml_status gml_comm_world(gml_comm **out);
 /* Split `parent` into groups of equal color, ordered by key (MPI_Comm_split
  * semantics); name (e.g. "dp") appears in error messages. Collective. */
 gml_status gml_comm_split(gml_comm *parent, int color, int key, const char *name, gml_comm **out);
+/* A group over the same ranks as `host` for buffers of backend `be`: NCCL on
+ * be's stream for a CUDA backend (GML_ERR_UNSUPPORTED in builds without
+ * NCCL), an MPI group otherwise. Collective over `host`. */
+gml_status gml_comm_device_group(gml_comm *host, gml_backend *be, gml_comm **out);
 void gml_comm_destroy(gml_comm *c);
 int gml_comm_rank(const gml_comm *c);
 int gml_comm_size(const gml_comm *c);

@@ -1,8 +1,8 @@
-/* comm_mpi.c — the MPI backend of comm.h (CPU ranks, host buffers): MPI-3
- * non-blocking collectives on a communicator per group, errors returned (not
- * fatal) and turned into GML_ERR_COMM messages naming the operation, group,
- * rank and host.
- * Not for: device buffers (the NCCL backend).
+/* comm_mpi.c — groups, and the MPI backend of comm.h (CPU ranks, host
+ * buffers): MPI-3 non-blocking collectives on a communicator per group,
+ * errors returned (not fatal) and turned into GML_ERR_COMM messages naming
+ * the operation, group, rank and host. Device groups (gml_comm_device_group)
+ * pass their collectives to comm_nccl.c.
  */
 #include <limits.h>
 #include <mpi.h>
@@ -10,13 +10,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "comm/comm.h"
+#include "comm/comm_impl.h"
+#include "kernels/cuda/backend_cuda.h"
 
-struct gml_comm {
-    MPI_Comm mpi;
-    char name[16];
-    int rank, size;
-};
+#pragma weak gml_cuda_backend_stream /* absent in builds without CUDA */
+#pragma weak gml_nccl_init
+#pragma weak gml_nccl_destroy
+#pragma weak gml_nccl_allreduce
+#pragma weak gml_nccl_reduce_scatter
+#pragma weak gml_nccl_allgather
+#pragma weak gml_nccl_broadcast
 
 struct gml_comm_req {
     MPI_Request req;
@@ -111,8 +114,30 @@ gml_status gml_comm_split(gml_comm *parent, int color, int key, const char *name
     return wrap(sub, name, out);
 }
 
+gml_status gml_comm_device_group(gml_comm *host, gml_backend *be, gml_comm **out) {
+    *out = NULL;
+    if (!be || be->device_index < 0) return gml_comm_split(host, 0, host->rank, host->name, out); /* CPU: MPI */
+    if (!gml_nccl_init || !gml_cuda_backend_stream)
+        return gml_error_set(GML_ERR_UNSUPPORTED, "a device group over '%s' needs NCCL, which this build lacks",
+                             host->name);
+    MPI_Comm dup;
+    MPI_TRY(MPI_Comm_dup(host->mpi, &dup), "MPI_Comm_dup", host);
+    gml_comm *c = NULL;
+    GML_CHECK(wrap(dup, host->name, &c));
+    c->device = be->device_index;
+    c->stream = gml_cuda_backend_stream(be);
+    gml_status st = gml_nccl_init(c);
+    if (st != GML_OK) {
+        gml_comm_destroy(c);
+        return st;
+    }
+    *out = c;
+    return GML_OK;
+}
+
 void gml_comm_destroy(gml_comm *c) {
     if (!c) return;
+    if (c->nccl && gml_nccl_destroy) gml_nccl_destroy(c);
     int fin = 0;
     MPI_Finalized(&fin);
     if (!fin) MPI_Comm_free(&c->mpi);
@@ -147,7 +172,14 @@ static gml_status finish(gml_comm *c, MPI_Request r, const char *what, gml_comm_
     return GML_OK;
 }
 
+/* Device groups: stream-ordered, nothing for the host to wait for. */
+static gml_status device_done(gml_status st, gml_comm_req **req) {
+    if (req) *req = NULL;
+    return st;
+}
+
 gml_status gml_comm_allreduce_sum_f32(gml_comm *c, float *buf, size_t n, gml_comm_req **req) {
+    if (c->nccl) return device_done(gml_nccl_allreduce(c, buf, n), req);
     GML_CHECK(count_ok(n, "allreduce", c));
     MPI_Request r;
     MPI_TRY(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, c->mpi, &r), "allreduce", c);
@@ -156,6 +188,7 @@ gml_status gml_comm_allreduce_sum_f32(gml_comm *c, float *buf, size_t n, gml_com
 
 gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float *recv, size_t recv_n,
                                            gml_comm_req **req) {
+    if (c->nccl) return device_done(gml_nccl_reduce_scatter(c, send, recv, recv_n), req);
     GML_CHECK(count_ok(recv_n, "reduce_scatter", c));
     MPI_Request r;
     MPI_TRY(MPI_Ireduce_scatter_block(send, recv, (int)recv_n, MPI_FLOAT, MPI_SUM, c->mpi, &r), "reduce_scatter", c);
@@ -163,6 +196,7 @@ gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float
 }
 
 gml_status gml_comm_allgather_f32(gml_comm *c, const float *send, float *recv, size_t send_n, gml_comm_req **req) {
+    if (c->nccl) return device_done(gml_nccl_allgather(c, send, recv, send_n), req);
     GML_CHECK(count_ok(send_n, "allgather", c));
     MPI_Request r;
     /* send at this rank's block of recv: in place */
@@ -172,6 +206,7 @@ gml_status gml_comm_allgather_f32(gml_comm *c, const float *send, float *recv, s
 }
 
 gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req) {
+    if (c->nccl) return device_done(gml_nccl_broadcast(c, buf, bytes, root), req);
     GML_CHECK(count_ok(bytes, "broadcast", c));
     MPI_Request r;
     MPI_TRY(MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, c->mpi, &r), "broadcast", c);

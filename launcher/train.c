@@ -71,6 +71,7 @@ typedef struct {
     int32_t *inputs, *targets; /* (B,T) host */
     int B, T;
     gml_mesh *mesh;
+    gml_comm *dp_dev; /* the dp ranks for device buffers (NCCL on GPUs) */
     int rank0; /* this rank prints and writes files */
     char ckpt_dir[4096];
     int start_step; /* optimizer steps already done (resume) */
@@ -280,17 +281,13 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
                    st, done);
     if (t.rank0) GML_CHECK_GOTO(gml_mkdir_p(cfg->train->out_dir), st, done);
     GML_CHECK_GOTO(gml_backend_create(cfg->train->device, local_rank, &t.be), st, done);
-    if (world > 1 && t.be->device_index >= 0) {
-        st = gml_error_set(GML_ERR_UNSUPPORTED, "%d ranks on %s: multi-rank training on GPUs needs the NCCL "
-                           "backend of comm/, which is not built yet; use train.device=cpu", world, t.be->name);
-        goto done;
-    }
+    GML_CHECK_GOTO(gml_comm_device_group(t.mesh->dp_c, t.be, &t.dp_dev), st, done);
     mc.shard_ways = dp; /* equal ZeRO shards for any parameter count */
     GML_CHECK_GOTO(gml_gpt_create(t.be, &mc, t.B, t.T, cfg->train->recompute, &t.model), st, done);
     GML_CHECK_GOTO(gml_gpt_init_weights(t.model, cfg->train->seed), st, done);
     gml_adamw_config oc = {cfg->optim->beta1, cfg->optim->beta2, cfg->optim->eps, cfg->optim->weight_decay,
                            cfg->optim->grad_clip};
-    GML_CHECK_GOTO(gml_zero_create(t.model, t.mesh->dp_c, pc->zero, &oc, &t.opt), st, done);
+    GML_CHECK_GOTO(gml_zero_create(t.model, t.mesh->dp_c, t.dp_dev, pc->zero, &oc, &t.opt), st, done);
     if (cfg->checkpoint->dir[0]) snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s", cfg->checkpoint->dir);
     else snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s/ckpt", cfg->train->out_dir);
     GML_CHECK_GOTO(install_stop_handlers(), st, done);
@@ -371,6 +368,7 @@ done:
     if (t.loss_acc) t.be->iface->free(t.be, t.loss_acc);
     gml_zero_destroy(t.opt);
     gml_gpt_destroy(t.model);
+    gml_comm_destroy(t.dp_dev); /* before the backend whose stream it uses */
     gml_backend_destroy(t.be);
     if (t.train) gml_loader_destroy(t.train);
     if (t.val) gml_loader_destroy(t.val);

@@ -5,7 +5,7 @@
  * buckets of bucket_elems; all buckets are started as asynchronous
  * all-reduces, then waited on. Today this runs after the last micro-step's
  * backward; starting each bucket as soon as backward has produced it
- * (overlap), ZeRO-1/2/3 and device buffers (NCCL) are still to do.
+ * (overlap) is still to do.
  * Ownership: none (borrows the group and the buffer).
  */
 #ifndef GML_DP_H
@@ -22,7 +22,8 @@ extern "C" {
 
 #define GML_DP_BUCKET_ELEMS ((size_t)1 << 22) /* 16 MiB of f32 per bucket */
 
-/* grads (n, host f32) = sum over the group; a no-op for a group of one. */
+/* grads (n f32, in the group's memory: host for MPI, device for NCCL) = sum
+ * over the group; a no-op for a group of one. */
 gml_status gml_dp_allreduce_grads(gml_comm *dp, float *grads, size_t n, size_t bucket_elems);
 
 #ifdef __cplusplus

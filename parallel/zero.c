@@ -8,23 +8,24 @@
 
 struct gml_zero {
     gml_gpt *model;
-    gml_comm *dp;
+    gml_comm *dp, *dev; /* host scalars / model buffers */
     int stage, rank, size;
     size_t P, padded, S, lo, hi; /* own shard [lo, hi) of the P real parameters */
     gml_adamw *opt;
     float *gshard; /* (S) reduced gradient shard, stage 2 */
 };
 
-gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, int stage, const gml_adamw_config *cfg, gml_zero **out) {
+gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, const gml_adamw_config *cfg,
+                           gml_zero **out) {
     *out = NULL;
     if (stage < 0 || stage > 2)
         return gml_error_set(GML_ERR_BAD_INPUT, "parallel.zero = %d: stages 0, 1 and 2 are implemented (3: to do)",
                              stage);
     gml_backend *be = gml_gpt_backend(m);
     int size = gml_comm_size(dp);
-    if (size > 1 && be->device_index >= 0)
-        return gml_error_set(GML_ERR_UNSUPPORTED, "ZeRO / data parallelism on GPU buffers needs comm/'s NCCL "
-                                                  "backend (not built yet)");
+    if (gml_comm_size(dev) != size)
+        return gml_error_set(GML_ERR_INVALID_ARG, "device group of %d ranks for a dp group of %d", gml_comm_size(dev),
+                             size);
     size_t P = gml_gpt_num_params(m), padded = gml_gpt_padded_params(m);
     if (padded % (size_t)size != 0)
         return gml_error_set(GML_ERR_INVALID_ARG, "model buffers (%zu) are not padded to a multiple of dp = %d",
@@ -33,6 +34,7 @@ gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, int stage, const gml_adamw_
     if (!z) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
     z->model = m;
     z->dp = dp;
+    z->dev = dev;
     z->stage = size > 1 ? stage : 0; /* one rank: nothing to shard */
     z->rank = gml_comm_rank(dp);
     z->size = size;
@@ -65,10 +67,10 @@ gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
     float *grads = gml_gpt_grads(z->model);
     const float *g; /* the gradients of [lo, hi), summed over the group */
     if (z->stage == 2) {
-        GML_CHECK(gml_comm_reduce_scatter_sum_f32(z->dp, grads, z->gshard, z->S, NULL));
+        GML_CHECK(gml_comm_reduce_scatter_sum_f32(z->dev, grads, z->gshard, z->S, NULL));
         g = z->gshard;
     } else {
-        GML_CHECK(gml_dp_allreduce_grads(z->dp, grads, z->P, 0));
+        GML_CHECK(gml_dp_allreduce_grads(z->dev, grads, z->P, 0));
         g = grads + z->lo;
     }
     double sumsq = 0.0;
@@ -84,7 +86,7 @@ gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
     if (z->stage > 0) {
         float *master = gml_gpt_master(z->model);
         /* in place: this rank's block of the padded buffer is its shard */
-        GML_CHECK(gml_comm_allgather_f32(z->dp, master + (size_t)z->rank * z->S, master, z->S, NULL));
+        GML_CHECK(gml_comm_allgather_f32(z->dev, master + (size_t)z->rank * z->S, master, z->S, NULL));
         gml_backend *be = gml_gpt_backend(z->model);
         void *compute = gml_gpt_compute(z->model);
         if (compute != (void *)master) GML_CHECK(be->iface->cast_f32_to_act(be, compute, master, z->P));

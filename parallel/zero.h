@@ -22,7 +22,9 @@
  * reports what was actually allocated.
  * Ownership: gml_zero_create allocates; gml_zero_destroy frees. Borrows the
  * model and the group.
- * Not for: device buffers (needs the NCCL backend of comm/).
+ * Groups: `dp` (MPI, host scalars such as the norm, checkpoint gathers) and
+ * `dev` (the same ranks for the model's buffers: NCCL on GPU ranks, `dp`
+ * itself on CPU ranks).
  */
 #ifndef GML_ZERO_H
 #define GML_ZERO_H
@@ -37,8 +39,9 @@ extern "C" {
 typedef struct gml_zero gml_zero;
 
 /* The model must have been created with shard_ways == gml_comm_size(dp) (or
- * 1 when dp has one rank). */
-gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, int stage, const gml_adamw_config *cfg, gml_zero **out);
+ * 1 when dp has one rank). dev: gml_comm_device_group(dp, backend). */
+gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, const gml_adamw_config *cfg,
+                           gml_zero **out);
 void gml_zero_destroy(gml_zero *z);
 
 /* Reduce the gradients, clip, update, gather. *grad_norm: the global norm

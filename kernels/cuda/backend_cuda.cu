@@ -367,3 +367,7 @@ fail:
     cuda_destroy(be);
     return st;
 }
+
+extern "C" void *gml_cuda_backend_stream(gml_backend *be) {
+    return be && be->device_index >= 0 ? (void *)cuda_ctx(be)->stream : NULL;
+}

@@ -19,6 +19,10 @@ int gml_cuda_device_count(void);
 /* bf16 backend on device `device_index` with its own stream, cuBLASLt handle
  * and workspace. */
 gml_status gml_backend_cuda_create(int device_index, gml_backend **out);
+/* The cudaStream_t every op of a CUDA backend runs on (NULL for others):
+ * comm/'s NCCL backend enqueues collectives on it, so they are ordered with
+ * the compute that produces and consumes their buffers. */
+void *gml_cuda_backend_stream(gml_backend *be);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# gpu-multi.sh — multi-GPU checks on a GPU host with N >= 2 GPUs, one call:
+# build; bf16 parity of dp=N against one GPU on the same global batch
+# (shakespeare-char, 50 steps); then GPT-2 124M at 16 x 1024 tokens per GPU
+# per step: tokens/s and peak memory for 1..N GPUs x ZeRO 0/1/2.
+# Usage: tools/gpu-multi.sh OUTDIR [N]
+set -uo pipefail
+out=${1:?OUTDIR}; N=${2:-2}; mkdir -p "$out"
+source .gpudeps/env.sh
+nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/gpus.txt"
+t0=$(date +%s)
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+  -DGML_PYTHON="$(command -v python3)" >"$out/cmake.log" 2>&1 && cmake --build build -j32 >"$out/build.log" 2>&1 ||
+  { tail -30 "$out/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+mkdir -p data
+[ -f data/shakespeare_char.h5 ] ||
+  build/gml-dist prep --tokenizer char --out data/shakespeare_char.h5 .gpudeps/tinyshakespeare.txt >/dev/null
+w=$(mktemp -d /tmp/gml-multi-XXXXXX)
+MPI="mpirun --bind-to none -x NCCL_NVLS_ENABLE -x LD_LIBRARY_PATH"
+par="train.steps=50 eval.every=0 eval.batches=1 sample.tokens=0 log.every=1 log.tensorboard=false model.dropout=0.2"
+build/gml-dist configs/shakespeare-char.yaml $par data.batch_size=64 train.out_dir=$w/p1 >"$out/par1.log" 2>&1
+$MPI -np $N build/gml-dist configs/shakespeare-char.yaml $par data.batch_size=$((64 / N)) parallel.zero=1 \
+  train.out_dir=$w/pN >"$out/parN.log" 2>&1; echo "dp=$N run exit $?"
+loss() { grep '"kind":"train"' "$1" | sed -E 's/.*"step":([0-9]+).*"loss":([^,]*).*/\1 \2/'; }
+join <(loss $w/p1/metrics.jsonl) <(loss $w/pN/metrics.jsonl) | awk -v n=$N '
+  { d = $2 - $3; if (d < 0) d = -d; r = d / $2; if (r > w) { w = r; ws = $1 } ; k++ }
+  END { printf "bf16 parity dp=%d zero=1 vs 1 GPU, same global batch: %d steps, worst relative loss difference %.2e (step %d)\n", n, k, w, ws }'
+big="data.path=data/shakespeare_char.h5 train.steps=30 eval.every=0 eval.batches=1 sample.tokens=0 log.every=10 log.tensorboard=false"
+printf "%-6s %-5s %-12s %-10s %s\n" gpus zero tokens/s per-GPU peak | tee "$out/scaling.txt"
+for n in $(seq 1 $N); do for z in 0 1 2; do
+  [ $n -eq 1 ] && [ $z -gt 0 ] && continue
+  $MPI -np $n build/gml-dist configs/gpt2-124m.yaml $big parallel.zero=$z train.out_dir=$w/s${n}_$z \
+    >"$out/s${n}_$z.log" 2>&1 || { echo "np=$n zero=$z failed: $(tail -2 $out/s${n}_$z.log)"; continue; }
+  line=$(grep -E "^step +30/30 \| loss" "$out/s${n}_$z.log")
+  tok=$(echo "$line" | grep -oE '[0-9.]+k tok/s'); mem=$(grep -o 'peak memory per rank (MiB): .*' "$out/s${n}_$z.log")
+  printf "%-6s %-5s %-12s %s | %s\n" $n $z "$tok" "$(echo "$line" | grep -oE 'mem [0-9.]+ [GM]iB')" "$mem" | tee -a "$out/scaling.txt"
+done; done
+rm -rf "$w"
