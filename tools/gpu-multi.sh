@@ -23,9 +23,10 @@ build/gml-dist configs/shakespeare-char.yaml $par data.batch_size=64 train.out_d
 $MPI -np $N build/gml-dist configs/shakespeare-char.yaml $par data.batch_size=$((64 / N)) parallel.zero=1 \
   train.out_dir=$w/pN >"$out/parN.log" 2>&1; echo "dp=$N run exit $?"
 loss() { grep '"kind":"train"' "$1" | sed -E 's/.*"step":([0-9]+).*"loss":([^,]*).*/\1 \2/'; }
-join <(loss $w/p1/metrics.jsonl) <(loss $w/pN/metrics.jsonl) | awk -v n=$N '
-  { d = $2 - $3; if (d < 0) d = -d; r = d / $2; if (r > w) { w = r; ws = $1 } ; k++ }
-  END { printf "bf16 parity dp=%d zero=1 vs 1 GPU, same global batch: %d steps, worst relative loss difference %.2e (step %d)\n", n, k, w, ws }'
+awk -v n=$N 'NR == FNR { a[$1] = $2; next } ($1 in a) {
+    d = a[$1] - $2; if (d < 0) d = -d; r = d / a[$1]; if (r > w) { w = r; ws = $1 }; k++ }
+  END { printf "bf16 parity dp=%d zero=1 vs 1 GPU, same global batch: %d steps, worst relative loss difference %.2e (step %d)\n", n, k, w, ws }' \
+  <(loss $w/p1/metrics.jsonl) <(loss $w/pN/metrics.jsonl)
 big="data.path=data/shakespeare_char.h5 train.steps=30 eval.every=0 eval.batches=1 sample.tokens=0 log.every=10 log.tensorboard=false"
 printf "%-6s %-5s %-12s %-10s %s\n" gpus zero tokens/s per-GPU peak | tee "$out/scaling.txt"
 for n in $(seq 1 $N); do for z in 0 1 2; do
