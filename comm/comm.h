@@ -42,6 +42,11 @@ void gml_comm_finalize(void);
 /* End every rank of the job now with `code` (an error on one rank must not
  * leave the others waiting in a collective). */
 void gml_comm_abort(int code);
+/* Every wait on an MPI collective gives up after `seconds` with
+ * GML_ERR_COMM naming the operation and group ("a peer rank died or
+ * hangs"); the caller then ends the job (gml_comm_abort). Default 300 s. */
+void gml_comm_set_timeout(double seconds);
+
 /* "rank R/W on HOST" for messages; "" when the world has one rank. */
 const char *gml_comm_where(void);
 

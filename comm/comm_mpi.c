@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "comm/comm_impl.h"
 #include "kernels/cuda/backend_cuda.h"
@@ -23,10 +24,12 @@
 
 struct gml_comm_req {
     MPI_Request req;
-    char what[96]; /* "allreduce on dp" for messages */
+    char what[32], group[16]; /* for messages */
+    int grank, gsize;
 };
 
 static int g_started;     /* MPI_Init was ours */
+static double g_timeout_s = 300.0;
 static int g_rank, g_world = 1;
 static char g_host[MPI_MAX_PROCESSOR_NAME + 1] = "localhost";
 static char g_where[MPI_MAX_PROCESSOR_NAME + 64];
@@ -89,6 +92,42 @@ void gml_comm_abort(int code) {
 }
 
 const char *gml_comm_where(void) { return g_world > 1 ? g_where : ""; }
+
+void gml_comm_set_timeout(double seconds) { g_timeout_s = seconds > 0 ? seconds : 300.0; }
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* MPI_Wait with a deadline: MPI_Test, spinning briefly, then napping 50 us
+ * between tests. On timeout the request is left (the job is about to end). */
+static gml_status wait_deadline(MPI_Request *r, const char *what, const char *group, int grank, int gsize) {
+    double t0 = mono_s();
+    for (long spins = 0;; spins++) {
+        int done = 0;
+        int rc = MPI_Test(r, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) {
+            char msg[MPI_MAX_ERROR_STRING + 1];
+            int len = 0;
+            if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) len = snprintf(msg, sizeof msg, "MPI error %d", rc);
+            msg[len < MPI_MAX_ERROR_STRING ? len : MPI_MAX_ERROR_STRING] = '\0';
+            return gml_error_set(GML_ERR_COMM, "%s on group '%s' (rank %d of %d there; world rank %d on %s): %s",
+                                 what, group, grank, gsize, g_rank, g_host, msg);
+        }
+        if (done) return GML_OK;
+        if (spins > 2000) {
+            if (mono_s() - t0 > g_timeout_s)
+                return gml_error_set(GML_ERR_COMM, "%s on group '%s' did not complete within %.0f s (rank %d of %d "
+                                     "there; world rank %d on %s): a peer rank died or hangs "
+                                     "---> HINT: parallel.timeout_s sets the limit",
+                                     what, group, g_timeout_s, grank, gsize, g_rank, g_host);
+            struct timespec nap = {0, 50000};
+            nanosleep(&nap, NULL);
+        }
+    }
+}
 
 static gml_status wrap(MPI_Comm mpi, const char *name, gml_comm **out) {
     gml_comm *c = calloc(1, sizeof *c);
@@ -157,17 +196,17 @@ static gml_status count_ok(size_t n, const char *what, const gml_comm *c) {
 
 /* Wait for r now (req NULL) or hand it out as *req. */
 static gml_status finish(gml_comm *c, MPI_Request r, const char *what, gml_comm_req **req) {
-    if (!req) {
-        MPI_TRY(MPI_Wait(&r, MPI_STATUS_IGNORE), what, c);
-        return GML_OK;
-    }
+    if (!req) return wait_deadline(&r, what, c->name, c->rank, c->size);
     gml_comm_req *q = calloc(1, sizeof *q);
     if (!q) {
         MPI_Wait(&r, MPI_STATUS_IGNORE);
         return gml_error_set(GML_ERR_NOMEM, "out of host memory");
     }
     q->req = r;
-    snprintf(q->what, sizeof q->what, "%s on group '%s' (rank %d of %d)", what, c->name, c->rank, c->size);
+    snprintf(q->what, sizeof q->what, "%s", what);
+    snprintf(q->group, sizeof q->group, "%s", c->name);
+    q->grank = c->rank;
+    q->gsize = c->size;
     *req = q;
     return GML_OK;
 }
@@ -214,23 +253,16 @@ gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gm
 }
 
 gml_status gml_comm_barrier(gml_comm *c) {
-    MPI_TRY(MPI_Barrier(c->mpi), "barrier", c);
-    return GML_OK;
+    MPI_Request r;
+    MPI_TRY(MPI_Ibarrier(c->mpi, &r), "barrier", c);
+    return wait_deadline(&r, "barrier", c->name, c->rank, c->size);
 }
 
 gml_status gml_comm_wait(gml_comm_req **req) {
     if (!req || !*req) return GML_OK;
     gml_comm_req *q = *req;
     *req = NULL;
-    int rc = MPI_Wait(&q->req, MPI_STATUS_IGNORE);
-    gml_status st = GML_OK;
-    if (rc != MPI_SUCCESS) {
-        char msg[MPI_MAX_ERROR_STRING + 1];
-        int len = 0;
-        if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) len = snprintf(msg, sizeof msg, "MPI error %d", rc);
-        msg[len < MPI_MAX_ERROR_STRING ? len : MPI_MAX_ERROR_STRING] = '\0';
-        st = gml_error_set(GML_ERR_COMM, "waiting for %s (world rank %d on %s): %s", q->what, g_rank, g_host, msg);
-    }
+    gml_status st = wait_deadline(&q->req, q->what, q->group, q->grank, q->gsize);
     free(q);
     return st;
 }

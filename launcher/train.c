@@ -100,6 +100,18 @@ static int test_signal_step(void) {
     return v ? atoi(v) : -1;
 }
 
+/* Test hook, documented in README: GML_TEST_FAULT=RANK,STEP,KILL|STOP makes
+ * world rank RANK SIGKILL or SIGSTOP itself when step STEP is done (a dead or
+ * hung peer for the other ranks). */
+static void test_fault(int rank, int done) {
+    const char *v = getenv("GML_TEST_FAULT");
+    int r = -1, s = -1;
+    char kind[8] = "";
+    if (!v || sscanf(v, "%d,%d,%7s", &r, &s, kind) != 3 || r != rank || s != done) return;
+    fflush(stdout);
+    raise(strcmp(kind, "STOP") == 0 ? SIGSTOP : SIGKILL);
+}
+
 /* A one-off fact: on stdout and in metrics.jsonl (rank 0). */
 static gml_status info(trainer *t, const char *key, const char *value) {
     if (!t->rank0) return GML_OK;
@@ -225,6 +237,7 @@ static gml_status train_loop(trainer *t) {
         }
         if ((sample_every > 0 && done % sample_every == 0) || done == steps) GML_CHECK(sample(t, done));
         if (t->rank0 && done == signal_at) raise(SIGUSR1);
+        test_fault(t->mesh->rank, done);
         /* checkpoint triggers, agreed by all ranks: a stop signal on any rank,
          * every_steps, every_minutes (rank 0's clock) */
         float flags[2] = {g_stop_signal ? 1.0f : 0.0f,
@@ -265,6 +278,7 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
                            config_path, pc->tp, pc->pp, pc->zero);
         goto done;
     }
+    gml_comm_set_timeout(pc->timeout_s);
     GML_CHECK_GOTO(gml_mesh_create(dp, pc->pp, pc->tp, &t.mesh), st, done);
     GML_CHECK_GOTO(gml_dataset_open(cfg->data->path, &t.ds), st, done);
     gml_gpt_config mc;

@@ -4,8 +4,11 @@
  * per rank; the parameter count does not divide by 3) gives the same loss at every one of 20 steps within 1e-5 relative, for
  * ZeRO stages 0, 1 and 2; the model state per rank is what parallel/zero.h's
  * accounting predicts (recomputed here from the parameter count); two runs of
- * one layout print identical losses and gradient norms; and a layout that
- * does not match the job is refused with exit code 2 and a message. */
+ * one layout print identical losses and gradient norms; a layout that does
+ * not match the job is refused with exit code 2 and a message; and a rank
+ * that dies (SIGKILL) or hangs (SIGSTOP) mid-run ends the whole job instead
+ * of leaving the others waiting: the hung case through parallel.timeout_s,
+ * with a message naming the operation and group. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -207,11 +211,59 @@ static void test_layout_mismatch_is_bad_input(void **state) {
     free(out);
 }
 
+/* Run a 2-rank job whose rank 1 gets `fault` (KILL or STOP) after step 5,
+ * under `timeout` so that a hang fails the test instead of stalling it. */
+static int faulty_job(const char *fault, double *secs, char **out) {
+    char args[1024], inner[4096], cmd[8192];
+    snprintf(args, sizeof args, "%s/run.yaml train.steps=100000 data.batch_size=4 parallel.timeout_s=3 "
+             "train.out_dir=%s/out_fault", dir, dir);
+    mpi_cmd(inner, sizeof inner, 2, args);
+    snprintf(cmd, sizeof cmd, "GML_TEST_FAULT=1,5,%s timeout 120 %s", fault, inner);
+    /* pass the hook to the ranks */
+    char *at = strstr(cmd, " -np ");
+    assert_non_null(at);
+    char fixed[8192];
+    snprintf(fixed, sizeof fixed, "%.*s -x GML_TEST_FAULT%s", (int)(at - cmd), cmd, at);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int rc = run(fixed, out);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    *secs = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+    return rc;
+}
+
+static void test_dead_rank_ends_job(void **state) {
+    (void)state;
+    double secs;
+    char *out;
+    int rc = faulty_job("KILL", &secs, &out);
+    printf("rank 1 SIGKILLed after step 5: the job ended in %.1f s with exit %d\n", secs, rc);
+    if (rc == 0 || rc == 124) fail_msg("exit %d (124: stopped by the test's timeout: a hang)\n%s", rc, out);
+    free(out);
+}
+
+static void test_hung_rank_times_out(void **state) {
+    (void)state;
+    double secs;
+    char *out;
+    int rc = faulty_job("STOP", &secs, &out);
+    const char *msg = strstr(out, "did not complete within 3 s");
+    printf("rank 1 SIGSTOPped after step 5: the job ended in %.1f s with exit %d: %.160s\n", secs, rc,
+           msg ? msg : "(no timeout message)");
+    if (rc == 0 || rc == 124) fail_msg("exit %d (124: stopped by the test's timeout: a hang)\n%s", rc, out);
+    assert_non_null(msg);
+    assert_non_null(strstr(out, "a peer rank died or hangs"));
+    assert_non_null(strstr(out, "on group '"));
+    free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dp_matches_one_process),
         cmocka_unit_test(test_same_layout_bit_identical),
         cmocka_unit_test(test_layout_mismatch_is_bad_input),
+        cmocka_unit_test(test_dead_rank_ends_job),
+        cmocka_unit_test(test_hung_rank_times_out),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
