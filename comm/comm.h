@@ -7,8 +7,10 @@
  * stream). On an MPI group every collective can run asynchronously: pass a
  * gml_comm_req ** and wait on it with gml_comm_wait (NULL blocks until done);
  * the buffers must stay untouched until the wait returns. On a device group
- * collectives are stream-ordered: they run after the work already queued on
- * the backend's stream and before work queued later; *req comes back NULL.
+ * a collective runs on the group's own stream after the work already queued
+ * on the backend's stream, overlapping what is queued there later;
+ * gml_comm_wait (or, with req NULL, the call itself) makes the backend's
+ * stream wait for it. The host never blocks on a device group.
  * Results are deterministic for a fixed group size and count (same
  * algorithm, same summation order), which bit-identical reruns rely on.
  *

@@ -14,16 +14,30 @@ struct gml_comm {
     char name[16];
     int rank, size;
     void *nccl;     /* ncclComm_t for a device group, else NULL */
-    void *stream;   /* cudaStream_t the device group's collectives run on */
+    void *compute;  /* cudaStream_t of the backend (its kernels make and use the buffers) */
+    void *stream;   /* cudaStream_t of the group's own: collectives run here, beside compute */
     int device;     /* CUDA ordinal of a device group */
 };
 
+struct gml_comm_req {
+    MPI_Request req;          /* MPI group */
+    void *event;              /* device group: cudaEvent_t recorded after the collective */
+    gml_comm *comm;
+    char what[32], group[16]; /* for messages */
+    int grank, gsize;
+};
+
 /* comm_nccl.c (weak in comm_mpi.c: absent in builds without CUDA/NCCL) */
+/* Each op: the group's stream waits for the work queued so far on compute,
+ * runs the collective, records an event; with req the event goes to *req
+ * (gml_comm_wait makes compute wait for it, the host never blocks), without
+ * req compute waits for it at once. */
 gml_status gml_nccl_init(gml_comm *c);
 void gml_nccl_destroy(gml_comm *c);
-gml_status gml_nccl_allreduce(gml_comm *c, float *buf, size_t n);
-gml_status gml_nccl_reduce_scatter(gml_comm *c, const float *send, float *recv, size_t n);
-gml_status gml_nccl_allgather(gml_comm *c, const float *send, float *recv, size_t n);
-gml_status gml_nccl_broadcast(gml_comm *c, void *buf, size_t bytes, int root);
+gml_status gml_nccl_allreduce(gml_comm *c, float *buf, size_t n, gml_comm_req **req);
+gml_status gml_nccl_reduce_scatter(gml_comm *c, const float *send, float *recv, size_t n, gml_comm_req **req);
+gml_status gml_nccl_allgather(gml_comm *c, const float *send, float *recv, size_t n, gml_comm_req **req);
+gml_status gml_nccl_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req);
+gml_status gml_nccl_wait(gml_comm_req *q); /* compute waits for q's event; frees the event */
 
 #endif

@@ -21,12 +21,7 @@
 #pragma weak gml_nccl_reduce_scatter
 #pragma weak gml_nccl_allgather
 #pragma weak gml_nccl_broadcast
-
-struct gml_comm_req {
-    MPI_Request req;
-    char what[32], group[16]; /* for messages */
-    int grank, gsize;
-};
+#pragma weak gml_nccl_wait
 
 static int g_started;     /* MPI_Init was ours */
 static double g_timeout_s = 300.0;
@@ -164,7 +159,7 @@ gml_status gml_comm_device_group(gml_comm *host, gml_backend *be, gml_comm **out
     gml_comm *c = NULL;
     GML_CHECK(wrap(dup, host->name, &c));
     c->device = be->device_index;
-    c->stream = gml_cuda_backend_stream(be);
+    c->compute = gml_cuda_backend_stream(be);
     gml_status st = gml_nccl_init(c);
     if (st != GML_OK) {
         gml_comm_destroy(c);
@@ -211,14 +206,8 @@ static gml_status finish(gml_comm *c, MPI_Request r, const char *what, gml_comm_
     return GML_OK;
 }
 
-/* Device groups: stream-ordered, nothing for the host to wait for. */
-static gml_status device_done(gml_status st, gml_comm_req **req) {
-    if (req) *req = NULL;
-    return st;
-}
-
 gml_status gml_comm_allreduce_sum_f32(gml_comm *c, float *buf, size_t n, gml_comm_req **req) {
-    if (c->nccl) return device_done(gml_nccl_allreduce(c, buf, n), req);
+    if (c->nccl) return gml_nccl_allreduce(c, buf, n, req);
     GML_CHECK(count_ok(n, "allreduce", c));
     MPI_Request r;
     MPI_TRY(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, c->mpi, &r), "allreduce", c);
@@ -227,7 +216,7 @@ gml_status gml_comm_allreduce_sum_f32(gml_comm *c, float *buf, size_t n, gml_com
 
 gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float *recv, size_t recv_n,
                                            gml_comm_req **req) {
-    if (c->nccl) return device_done(gml_nccl_reduce_scatter(c, send, recv, recv_n), req);
+    if (c->nccl) return gml_nccl_reduce_scatter(c, send, recv, recv_n, req);
     GML_CHECK(count_ok(recv_n, "reduce_scatter", c));
     MPI_Request r;
     MPI_TRY(MPI_Ireduce_scatter_block(send, recv, (int)recv_n, MPI_FLOAT, MPI_SUM, c->mpi, &r), "reduce_scatter", c);
@@ -235,7 +224,7 @@ gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float
 }
 
 gml_status gml_comm_allgather_f32(gml_comm *c, const float *send, float *recv, size_t send_n, gml_comm_req **req) {
-    if (c->nccl) return device_done(gml_nccl_allgather(c, send, recv, send_n), req);
+    if (c->nccl) return gml_nccl_allgather(c, send, recv, send_n, req);
     GML_CHECK(count_ok(send_n, "allgather", c));
     MPI_Request r;
     /* send at this rank's block of recv: in place */
@@ -245,7 +234,7 @@ gml_status gml_comm_allgather_f32(gml_comm *c, const float *send, float *recv, s
 }
 
 gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req) {
-    if (c->nccl) return device_done(gml_nccl_broadcast(c, buf, bytes, root), req);
+    if (c->nccl) return gml_nccl_broadcast(c, buf, bytes, root, req);
     GML_CHECK(count_ok(bytes, "broadcast", c));
     MPI_Request r;
     MPI_TRY(MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, c->mpi, &r), "broadcast", c);
@@ -262,7 +251,8 @@ gml_status gml_comm_wait(gml_comm_req **req) {
     if (!req || !*req) return GML_OK;
     gml_comm_req *q = *req;
     *req = NULL;
-    gml_status st = wait_deadline(&q->req, q->what, q->group, q->grank, q->gsize);
+    gml_status st = q->event && gml_nccl_wait ? gml_nccl_wait(q)
+                                             : wait_deadline(&q->req, q->what, q->group, q->grank, q->gsize);
     free(q);
     return st;
 }

@@ -89,6 +89,8 @@ struct gml_gpt {
      * cfg.dropout > 0; masks from dropout_key (core/dropout.h) */
     int dropout_on;
     uint64_t dropout_key, dropout_first_row;
+    gml_grads_ready_fn ready_fn; /* see gml_gpt_set_grads_ready_hook */
+    void *ready_ctx;
     uint32_t drop_threshold;
     float drop_scale;
 };
@@ -476,10 +478,37 @@ void gml_gpt_set_dropout_key(gml_gpt *m, uint64_t key, uint64_t first_row) {
     m->dropout_first_row = first_row;
 }
 
+void gml_gpt_set_grads_ready_hook(gml_gpt *m, gml_grads_ready_fn fn, void *ctx) {
+    m->ready_fn = fn;
+    m->ready_ctx = ctx;
+}
+
+/* Flat range of the parameters a layer owns (registry order: wte, wpe,
+ * blocks 0..L-1, ln_f). */
+static void layer_range(const gml_gpt *m, const layer *ly, size_t *lo, size_t *hi) {
+    const gml_param_spec *s = m->reg.specs;
+    int first, last;
+    switch (ly->kind) {
+    case LAYER_EMBED: first = m->i_wte, last = m->i_wpe; break;
+    case LAYER_BLOCK: first = m->bp[ly->block].idx[0], last = m->bp[ly->block].idx[P_BLOCK_COUNT - 1]; break;
+    default: first = m->i_lnfw, last = m->i_lnfb; break;
+    }
+    *lo = s[first].offset < s[last].offset ? s[first].offset : s[last].offset;
+    size_t a = s[first].offset + s[first].numel, b = s[last].offset + s[last].numel;
+    *hi = a > b ? a : b;
+}
+
 gml_status gml_gpt_backward(gml_gpt *m) {
     if (!m->has_grad_logits)
         return gml_error_set(GML_ERR_INVALID_ARG, "backward without a training forward (targets and dscale)");
-    for (int i = m->n_layers - 1; i >= 0; i--) GML_CHECK(layer_backward(m, &m->layers[i]));
+    for (int i = m->n_layers - 1; i >= 0; i--) {
+        GML_CHECK(layer_backward(m, &m->layers[i]));
+        if (m->ready_fn) {
+            size_t lo, hi;
+            layer_range(m, &m->layers[i], &lo, &hi);
+            GML_CHECK(m->ready_fn(m->ready_ctx, lo, hi));
+        }
+    }
     m->has_grad_logits = 0;
     return GML_OK;
 }

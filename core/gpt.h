@@ -80,6 +80,14 @@ gml_status gml_gpt_forward(gml_gpt *m, const int32_t *inputs, const int32_t *tar
  * micro-batch's first sequence in the global batch (its dp rank * B), so all
  * layouts draw the same mask per global element; see core/dropout.h. */
 void gml_gpt_set_dropout_key(gml_gpt *m, uint64_t key, uint64_t first_row);
+/* Called during gml_gpt_backward each time a layer's backward is done, with
+ * the flat range [lo, hi) of that layer's parameters, whose gradients are
+ * then final for this backward (the tied wte belongs to the embedding, the
+ * last layer). The data-parallel reducer starts its all-reduces from here
+ * while earlier layers still compute. fn NULL: no hook. */
+typedef gml_status (*gml_grads_ready_fn)(void *ctx, size_t lo, size_t hi);
+void gml_gpt_set_grads_ready_hook(gml_gpt *m, gml_grads_ready_fn fn, void *ctx);
+
 /* Backward of the last forward; gradients ACCUMULATE into the fp32 grads. */
 gml_status gml_gpt_backward(gml_gpt *m);
 gml_status gml_gpt_zero_grads(gml_gpt *m);

@@ -195,6 +195,7 @@ static gml_status train_loop(trainer *t) {
                                     (uint64_t)t->mesh->dp_rank * (uint64_t)t->B);
             GML_CHECK(gml_gpt_forward(t->model, t->inputs, t->targets, t->B, t->T, dscale));
             GML_CHECK(gml_gpt_loss_accumulate(t->model, t->loss_acc));
+            if (micro == accum - 1) gml_zero_before_last_backward(t->opt); /* overlap the reduction */
             GML_CHECK(gml_gpt_backward(t->model));
         }
         double lr = gml_lr_at(&sched, step), norm = 0.0;
@@ -253,6 +254,11 @@ static gml_status train_loop(trainer *t) {
         window_t0 += now_s() - aside_t0;
     }
     char line[160];
+    if (t->mesh->dp > 1) {
+        snprintf(line, sizeof line, "%d gradient bucket(s) of the last step started while backward was running",
+                 gml_zero_overlapped_buckets(t->opt));
+        GML_CHECK(info(t, "dp overlap", line));
+    }
     snprintf(line, sizeof line, "best %.4f at step %d, last %.4f, start %.4f; %.1f s training", best_val, best_step,
              val_loss, start_val, now_s() - t_start);
     return info(t, "val loss", line);
@@ -301,7 +307,9 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
     GML_CHECK_GOTO(gml_gpt_init_weights(t.model, cfg->train->seed), st, done);
     gml_adamw_config oc = {cfg->optim->beta1, cfg->optim->beta2, cfg->optim->eps, cfg->optim->weight_decay,
                            cfg->optim->grad_clip};
-    GML_CHECK_GOTO(gml_zero_create(t.model, t.mesh->dp_c, t.dp_dev, pc->zero, &oc, &t.opt), st, done);
+    size_t bucket = (size_t)(pc->bucket_mib * 1048576.0 / 4.0);
+    GML_CHECK_GOTO(gml_zero_create(t.model, t.mesh->dp_c, t.dp_dev, pc->zero, bucket ? bucket : 1, &oc, &t.opt), st,
+                   done);
     if (cfg->checkpoint->dir[0]) snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s", cfg->checkpoint->dir);
     else snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s/ckpt", cfg->train->out_dir);
     GML_CHECK_GOTO(install_stop_handlers(), st, done);

@@ -1,25 +1,89 @@
-/* dp.c — bucketed all-reduce of the gradients over the dp group. */
+/* dp.c — bucketed, backward-overlapped all-reduce of the gradients over the
+ * dp group (see dp.h). */
 #include "parallel/dp.h"
 
 #include <stdlib.h>
 
-gml_status gml_dp_allreduce_grads(gml_comm *dp, float *grads, size_t n, size_t bucket_elems) {
-    if (gml_comm_size(dp) == 1 || n == 0) return GML_OK;
-    if (bucket_elems == 0) bucket_elems = GML_DP_BUCKET_ELEMS;
-    size_t nb = (n + bucket_elems - 1) / bucket_elems;
-    gml_comm_req **reqs = calloc(nb, sizeof *reqs);
-    if (!reqs) return gml_error_set(GML_ERR_NOMEM, "out of host memory for %zu requests", nb);
-    gml_status st = GML_OK;
-    size_t started = 0;
-    for (; started < nb; started++) {
-        size_t off = started * bucket_elems, len = n - off < bucket_elems ? n - off : bucket_elems;
-        st = gml_comm_allreduce_sum_f32(dp, grads + off, len, &reqs[started]);
-        if (st != GML_OK) break;
+struct gml_dp_reducer {
+    gml_comm *c;
+    float *grads;
+    size_t n, bucket;
+    int nb;              /* buckets; bucket k = [max(0, n - (k+1) B), n - k B) */
+    int started;         /* buckets 0..started-1 are in flight */
+    int overlapped;      /* of those, started from the hook */
+    size_t ready_lo;     /* [ready_lo, n) is final */
+    gml_comm_req **reqs; /* (nb) */
+};
+
+gml_status gml_dp_reducer_create(gml_comm *c, float *grads, size_t n, size_t bucket_elems, gml_dp_reducer **out) {
+    *out = NULL;
+    gml_dp_reducer *r = calloc(1, sizeof *r);
+    if (!r) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+    r->c = c;
+    r->grads = grads;
+    r->n = n;
+    r->bucket = bucket_elems ? bucket_elems : GML_DP_BUCKET_ELEMS;
+    r->nb = n ? (int)((n + r->bucket - 1) / r->bucket) : 0;
+    r->reqs = calloc(r->nb ? (size_t)r->nb : 1, sizeof *r->reqs);
+    if (!r->reqs) {
+        free(r);
+        return gml_error_set(GML_ERR_NOMEM, "out of host memory");
     }
-    for (size_t i = 0; i < started; i++) { /* wait for all that started, keep the first error */
-        gml_status w = gml_comm_wait(&reqs[i]);
+    gml_dp_reducer_begin(r);
+    *out = r;
+    return GML_OK;
+}
+
+void gml_dp_reducer_destroy(gml_dp_reducer *r) {
+    if (!r) return;
+    for (int k = 0; k < r->started; k++) gml_comm_wait(&r->reqs[k]);
+    free(r->reqs);
+    free(r);
+}
+
+void gml_dp_reducer_begin(gml_dp_reducer *r) {
+    r->started = 0;
+    r->overlapped = 0;
+    r->ready_lo = r->n;
+}
+
+static size_t bucket_lo(const gml_dp_reducer *r, int k) {
+    size_t top = (size_t)(k + 1) * r->bucket;
+    return top >= r->n ? 0 : r->n - top;
+}
+
+/* Start every bucket whose start is >= limit. */
+static gml_status start_down_to(gml_dp_reducer *r, size_t limit) {
+    while (r->started < r->nb && bucket_lo(r, r->started) >= limit) {
+        int k = r->started;
+        size_t lo = bucket_lo(r, k), hi = r->n - (size_t)k * r->bucket;
+        GML_CHECK(gml_comm_allreduce_sum_f32(r->c, r->grads + lo, hi - lo, &r->reqs[k]));
+        r->started++;
+    }
+    return GML_OK;
+}
+
+gml_status gml_dp_reducer_ready(void *ctx, size_t lo, size_t hi) {
+    gml_dp_reducer *r = ctx;
+    (void)hi;
+    if (gml_comm_size(r->c) == 1) return GML_OK;
+    if (lo < r->ready_lo) r->ready_lo = lo;
+    int before = r->started;
+    GML_CHECK(start_down_to(r, r->ready_lo));
+    r->overlapped += r->started - before;
+    return GML_OK;
+}
+
+gml_status gml_dp_reducer_finish(gml_dp_reducer *r) {
+    if (gml_comm_size(r->c) == 1) return GML_OK;
+    gml_status st = start_down_to(r, 0);
+    for (int k = 0; k < r->started; k++) { /* wait for all that started; keep the first error */
+        gml_status w = gml_comm_wait(&r->reqs[k]);
         if (st == GML_OK) st = w;
     }
-    free(reqs);
+    r->started = 0;
+    r->ready_lo = r->n;
     return st;
 }
+
+int gml_dp_reducer_overlapped(const gml_dp_reducer *r) { return r->overlapped; }

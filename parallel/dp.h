@@ -1,12 +1,16 @@
-/* dp.h — data-parallel gradient reduction (ZeRO-0): every dp rank ends the
+/* dp.h — data-parallel gradient reduction (ZeRO-0/1): every dp rank ends the
  * step with the sum over the dp group of the fp32 gradients.
  *
  * The flat gradient buffer (registry order, parallel/params.h) is cut into
- * buckets of bucket_elems; all buckets are started as asynchronous
- * all-reduces, then waited on. Today this runs after the last micro-step's
- * backward; starting each bucket as soon as backward has produced it
- * (overlap) is still to do.
- * Ownership: none (borrows the group and the buffer).
+ * buckets of bucket_elems counted from its end (backward produces the last
+ * layers' gradients first). A reducer hooked into the model's backward
+ * (gml_gpt_set_grads_ready_hook with gml_dp_reducer_ready) starts each
+ * bucket's asynchronous all-reduce as soon as backward has finished every
+ * parameter in it, so the reduction overlaps the backward of earlier layers
+ * (on GPUs: NCCL on its own stream; on CPU ranks MPI progresses the requests
+ * when they are waited for). gml_dp_reducer_finish starts what is left and
+ * waits for all of it.
+ * Ownership: a reducer borrows the group and the buffer; destroy frees it.
  */
 #ifndef GML_DP_H
 #define GML_DP_H
@@ -20,11 +24,22 @@
 extern "C" {
 #endif
 
-#define GML_DP_BUCKET_ELEMS ((size_t)1 << 22) /* 16 MiB of f32 per bucket */
+#define GML_DP_BUCKET_ELEMS ((size_t)1 << 23) /* 32 MiB of f32 per bucket */
 
-/* grads (n f32, in the group's memory: host for MPI, device for NCCL) = sum
- * over the group; a no-op for a group of one. */
-gml_status gml_dp_allreduce_grads(gml_comm *dp, float *grads, size_t n, size_t bucket_elems);
+typedef struct gml_dp_reducer gml_dp_reducer;
+
+/* bucket_elems 0: GML_DP_BUCKET_ELEMS. */
+gml_status gml_dp_reducer_create(gml_comm *c, float *grads, size_t n, size_t bucket_elems, gml_dp_reducer **out);
+void gml_dp_reducer_destroy(gml_dp_reducer *r);
+/* A new backward: nothing started, nothing ready. */
+void gml_dp_reducer_begin(gml_dp_reducer *r);
+/* gml_grads_ready_fn: [lo, hi) is final; starts every bucket that now lies
+ * wholly in the final suffix. ctx is the reducer. */
+gml_status gml_dp_reducer_ready(void *ctx, size_t lo, size_t hi);
+/* Start the remaining buckets and wait for all (a no-op for one rank). */
+gml_status gml_dp_reducer_finish(gml_dp_reducer *r);
+/* Buckets started before finish() in the last backward (for reports). */
+int gml_dp_reducer_overlapped(const gml_dp_reducer *r);
 
 #ifdef __cplusplus
 }

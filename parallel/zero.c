@@ -13,10 +13,12 @@ struct gml_zero {
     size_t P, padded, S, lo, hi; /* own shard [lo, hi) of the P real parameters */
     gml_adamw *opt;
     float *gshard; /* (S) reduced gradient shard, stage 2 */
+    gml_dp_reducer *red; /* stages 0 and 1: bucketed all-reduce, overlapped with backward */
+    int attached;        /* the reducer is hooked into this step's last backward */
 };
 
-gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, const gml_adamw_config *cfg,
-                           gml_zero **out) {
+gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, size_t bucket_elems,
+                           const gml_adamw_config *cfg, gml_zero **out) {
     *out = NULL;
     if (stage < 0 || stage > 2)
         return gml_error_set(GML_ERR_BAD_INPUT, "parallel.zero = %d: stages 0, 1 and 2 are implemented (3: to do)",
@@ -48,6 +50,7 @@ gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, c
     gml_status st = GML_OK;
     GML_CHECK_GOTO(gml_adamw_create_range(m, cfg, z->lo, z->hi, &z->opt), st, fail);
     if (z->stage == 2) GML_CHECK_GOTO(be->iface->alloc(be, (void **)&z->gshard, z->S * 4), st, fail);
+    else GML_CHECK_GOTO(gml_dp_reducer_create(dev, gml_gpt_grads(m), P, bucket_elems, &z->red), st, fail);
     *out = z;
     return GML_OK;
 fail:
@@ -59,6 +62,7 @@ void gml_zero_destroy(gml_zero *z) {
     if (!z) return;
     gml_backend *be = gml_gpt_backend(z->model);
     if (z->gshard) be->iface->free(be, z->gshard);
+    gml_dp_reducer_destroy(z->red);
     gml_adamw_destroy(z->opt);
     free(z);
 }
@@ -70,7 +74,10 @@ gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
         GML_CHECK(gml_comm_reduce_scatter_sum_f32(z->dev, grads, z->gshard, z->S, NULL));
         g = z->gshard;
     } else {
-        GML_CHECK(gml_dp_allreduce_grads(z->dev, grads, z->P, 0));
+        if (!z->attached) gml_dp_reducer_begin(z->red);
+        gml_gpt_set_grads_ready_hook(z->model, NULL, NULL);
+        z->attached = 0;
+        GML_CHECK(gml_dp_reducer_finish(z->red));
         g = grads + z->lo;
     }
     double sumsq = 0.0;
@@ -93,6 +100,15 @@ gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
     }
     return GML_OK;
 }
+
+void gml_zero_before_last_backward(gml_zero *z) {
+    if (!z->red || z->size == 1) return;
+    gml_dp_reducer_begin(z->red);
+    gml_gpt_set_grads_ready_hook(z->model, gml_dp_reducer_ready, z->red);
+    z->attached = 1;
+}
+
+int gml_zero_overlapped_buckets(const gml_zero *z) { return z->red ? gml_dp_reducer_overlapped(z->red) : 0; }
 
 gml_adamw *gml_zero_optimizer(gml_zero *z) { return z->opt; }
 int gml_zero_stage(const gml_zero *z) { return z->stage; }

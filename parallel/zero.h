@@ -7,8 +7,9 @@
  * dp rank r owns [r*S, (r+1)*S), S = padded / dp, so any parameter size works
  * (a parameter may straddle shards; AdamW treats each piece with that
  * parameter's weight-decay flag).
- *   stage 0: gradients all-reduced (parallel/dp.h), every rank updates all.
- *   stage 1: gradients all-reduced; Adam moments exist for the own shard only;
+ *   stage 0: gradients all-reduced in buckets overlapped with backward
+ *            (parallel/dp.h), every rank updates all.
+ *   stage 1: gradients all-reduced as in 0; Adam moments for the own shard only;
  *            each rank updates its shard, then the parameters are all-gathered.
  *   stage 2: gradients reduce-scattered into a shard buffer (half the traffic
  *            of an all-reduce); update and all-gather as in stage 1.
@@ -40,11 +41,17 @@ typedef struct gml_zero gml_zero;
 
 /* The model must have been created with shard_ways == gml_comm_size(dp) (or
  * 1 when dp has one rank). dev: gml_comm_device_group(dp, backend). */
-gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, const gml_adamw_config *cfg,
-                           gml_zero **out);
+gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, size_t bucket_elems,
+                           const gml_adamw_config *cfg, gml_zero **out);
 void gml_zero_destroy(gml_zero *z);
 
-/* Reduce the gradients, clip, update, gather. *grad_norm: the global norm
+/* Call before the backward of a step's last micro-batch: hooks the bucketed
+ * all-reduce into it (stages 0 and 1; a no-op otherwise). */
+void gml_zero_before_last_backward(gml_zero *z);
+/* Buckets the last step started while backward was still running. */
+int gml_zero_overlapped_buckets(const gml_zero *z);
+
+/* Reduce the gradients (finishing what the hook started), clip, update, gather. *grad_norm: the global norm
  * before clipping (may be NULL). */
 gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm);
 

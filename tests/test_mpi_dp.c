@@ -141,8 +141,9 @@ static size_t predicted_state(size_t P, int dp, int zero) {
 static size_t train(int np, int zero, const char *tag, double *loss, char loss_txt[][32], double *norm,
                     char norm_txt[][32]) {
     char args[1024], cmd[4096], path[256], *out;
-    snprintf(args, sizeof args, "%s/run.yaml data.batch_size=%d parallel.zero=%d train.out_dir=%s/out_%s", dir,
-             GLOBAL_BATCH / np, zero, dir, tag);
+    /* 0.01 MiB buckets: ~11 per step, so most start during backward */
+    snprintf(args, sizeof args, "%s/run.yaml data.batch_size=%d parallel.zero=%d parallel.bucket_mib=0.01 "
+             "train.out_dir=%s/out_%s", dir, GLOBAL_BATCH / np, zero, dir, tag);
     mpi_cmd(cmd, sizeof cmd, np, args);
     int rc = run(cmd, &out);
     if (rc != 0) fail_msg("%d ranks: exit %d:\n%s", np, rc, out);
@@ -151,6 +152,11 @@ static size_t train(int np, int zero, const char *tag, double *loss, char loss_t
     printf("dp=%d zero=%d: model state %zu bytes on rank 0 (predicted %zu; P = %zu)\n", np, zero, state, want, P);
     assert_int_equal(state, want);
     if (np > 1) assert_non_null(strstr(out, "peak memory per rank (MiB): "));
+    if (np > 1 && zero < 2) { /* the reduction overlapped backward */
+        size_t ov = after(out, "dp overlap: ");
+        printf("dp=%d zero=%d: %zu buckets started during backward\n", np, zero, ov);
+        assert_true(ov >= 5);
+    }
     free(out);
     snprintf(path, sizeof path, "%s/out_%s/metrics.jsonl", dir, tag);
     assert_int_equal(train_values(path, "loss", loss, loss_txt), STEPS);
