@@ -38,6 +38,6 @@ gml_status gml_nccl_allreduce(gml_comm *c, float *buf, size_t n, gml_comm_req **
 gml_status gml_nccl_reduce_scatter(gml_comm *c, const float *send, float *recv, size_t n, gml_comm_req **req);
 gml_status gml_nccl_allgather(gml_comm *c, const float *send, float *recv, size_t n, gml_comm_req **req);
 gml_status gml_nccl_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req);
-gml_status gml_nccl_wait(gml_comm_req *q); /* compute waits for q's event; frees the event */
+gml_status gml_nccl_wait(gml_comm_req *q); /* compute waits for q's event; frees the event, not q */
 
 #endif

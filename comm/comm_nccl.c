@@ -94,7 +94,7 @@ static gml_status end(gml_comm *c, const char *what, gml_comm_req **req) {
 gml_status gml_nccl_wait(gml_comm_req *q) {
     cudaError_t e = cudaStreamWaitEvent((cudaStream_t)q->comm->compute, (cudaEvent_t)q->event, 0);
     cudaEventDestroy((cudaEvent_t)q->event);
-    free(q);
+    q->event = NULL; /* gml_comm_wait frees q */
     CUDA_TRY(e, "cudaStreamWaitEvent for a collective");
     return GML_OK;
 }
