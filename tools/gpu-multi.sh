@@ -13,6 +13,8 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTUR
   -DGML_PYTHON="$(command -v python3)" >"$out/cmake.log" 2>&1 && cmake --build build -j32 >"$out/build.log" 2>&1 ||
   { tail -30 "$out/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
+ctest --test-dir build -L gpu -V >"$out/ctest_gpu.log" 2>&1; echo "ctest -L gpu rc=$?"
+grep -E "GPUs|identical|Passed|Failed|Skipped" "$out/ctest_gpu.log" | grep -v "^[0-9]*: *$" | tail -12
 mkdir -p data
 [ -f data/shakespeare_char.h5 ] ||
   build/gml-dist prep --tokenizer char --out data/shakespeare_char.h5 .gpudeps/tinyshakespeare.txt >/dev/null
