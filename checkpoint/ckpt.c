@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -327,13 +330,70 @@ static gml_status agree(gml_comm *world, gml_status mine, const char *what) {
     return GML_OK;
 }
 
+/* The background writer of rank 0 (one at a time). */
+static pid_t g_writer = -1;
+static long long g_writer_step;
+
+gml_status gml_ckpt_writer_wait(int block) {
+    if (g_writer < 0) return GML_OK;
+    int status = 0;
+    pid_t r = waitpid(g_writer, &status, block ? 0 : WNOHANG);
+    if (r == 0) return GML_OK; /* still writing */
+    if (r < 0) {
+        g_writer = -1;
+        return gml_error_set(GML_ERR_IO, "lost the checkpoint writer of step %lld: %s", g_writer_step,
+                             strerror(errno));
+    }
+    g_writer = -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return GML_OK;
+    return gml_error_set(GML_ERR_IO, "writing the checkpoint of step %lld failed in the background (%s %d; its "
+                         "message is above); the previous checkpoints are intact",
+                         g_writer_step, WIFEXITED(status) ? "exit" : "signal",
+                         WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+}
+
+/* Rank 0: write and commit in a child process working on the (copy-on-write)
+ * host copy, so the step loop goes on; the child dies with its parent, so a
+ * killed run never commits afterwards. */
+static gml_status commit_in_background(const char *dir, gml_gpt *m, gml_zero *z, const gml_mesh *mesh,
+                                       const Gml__RunConfig *cfg, const gml_ckpt_progress *prog, int keep_last,
+                                       const host_state *h) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) return gml_error_set(GML_ERR_IO, "cannot fork the checkpoint writer: %s", strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1) _exit(3); /* the parent is already gone */
+        double t0 = now_s();
+        gml_status st = commit(dir, m, z, mesh, cfg, prog, keep_last, h);
+        double s = now_s() - t0, gb = (double)h->P * 3 * 4 / 1e9;
+        if (st != GML_OK)
+            fprintf(stderr, "gml-dist: error: checkpoint of step %lld: %s\n", (long long)prog->step,
+                    gml_error_message());
+        else
+            printf("checkpoint: step %lld written in the background in %.2f s (%.2f GB, %.2f GB/s)\n",
+                   (long long)prog->step, s, gb, s > 0 ? gb / s : 0.0);
+        fflush(stdout);
+        fflush(stderr);
+        _exit(st == GML_OK ? 0 : 1);
+    }
+    g_writer = pid;
+    g_writer_step = (long long)prog->step;
+    return GML_OK;
+}
+
 gml_status gml_ckpt_save(const char *dir, gml_gpt *m, gml_zero *z, const gml_mesh *mesh, const Gml__RunConfig *cfg,
-                         const gml_ckpt_progress *prog, int keep_last, double *seconds) {
+                         const gml_ckpt_progress *prog, int keep_last, int async, double *seconds) {
     double t0 = now_s();
+    gml_status st = mesh->rank == 0 ? gml_ckpt_writer_wait(1) : GML_OK; /* one writer at a time */
     host_state h;
-    gml_status st = gather_state(m, z, &h);
-    if (st == GML_OK && mesh->rank == 0) st = commit(dir, m, z, mesh, cfg, prog, keep_last, &h);
-    if (st == GML_OK) host_state_free(&h);
+    memset(&h, 0, sizeof h);
+    if (st == GML_OK) st = gather_state(m, z, &h);
+    if (st == GML_OK && mesh->rank == 0)
+        st = async ? commit_in_background(dir, m, z, mesh, cfg, prog, keep_last, &h)
+                   : commit(dir, m, z, mesh, cfg, prog, keep_last, &h);
+    host_state_free(&h);
     st = agree(mesh->world_c, st, "saving the checkpoint");
     if (seconds) *seconds = now_s() - t0;
     return st;

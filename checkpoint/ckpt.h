@@ -14,9 +14,9 @@
  * of the newest checkpoint) by write-fsync-rename. A crash at any point
  * leaves either the previous checkpoints or the new one, never a partial
  * one under a step_ name. Older checkpoints beyond keep_last are removed
- * after the commit. Today the ZeRO shards of the Adam moments are gathered
- * to every rank and rank 0 writes one file, synchronously (per-rank files
- * and a background writer: to do).
+ * after the commit. The ZeRO shards of the Adam moments are gathered to
+ * every rank and rank 0 writes one file (per-rank files: to do), by default
+ * in a forked writer process so training goes on (checkpoint.async).
  *
  * Load: every rank reads the file, checks the format, the model shape and
  * every tensor's CRC before touching the model, then keeps its own ZeRO
@@ -47,10 +47,16 @@ typedef struct {
     uint64_t loader_epoch, loader_index; /* the train loader's next global sequence */
 } gml_ckpt_progress;
 
-/* Collective over mesh->world_c. Writes and commits DIR/step_<prog->step>;
- * *seconds: wall time of the whole save (the stall), may be NULL. */
+/* Collective over mesh->world_c. Copies the state to host memory and writes
+ * and commits DIR/step_<prog->step>: with async, in a background process of
+ * rank 0 (after waiting for the previous one), so the caller stalls only for
+ * the copy; *seconds (may be NULL): that stall. */
 gml_status gml_ckpt_save(const char *dir, gml_gpt *m, gml_zero *z, const gml_mesh *mesh, const Gml__RunConfig *cfg,
-                         const gml_ckpt_progress *prog, int keep_last, double *seconds);
+                         const gml_ckpt_progress *prog, int keep_last, int async, double *seconds);
+/* Rank 0: has the background writer finished? block: wait for it. An error
+ * if it failed (the checkpoints committed before are intact); GML_OK while it
+ * still runs or when there is none. */
+gml_status gml_ckpt_writer_wait(int block);
 
 /* Collective. spec: "none" (nothing loaded, *loaded = 0), "auto" (the
  * newest complete checkpoint of DIR that verifies; older ones are tried in

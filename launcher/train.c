@@ -123,10 +123,11 @@ static gml_status save_checkpoint(trainer *t, int done, const char *why) {
     gml_ckpt_progress prog = {done, 0, 0};
     gml_loader_position(t->train, &prog.loader_epoch, &prog.loader_index);
     double secs = 0.0;
-    GML_CHECK(gml_ckpt_save(t->ckpt_dir, t->model, t->opt, t->mesh, t->cfg, &prog, t->cfg->checkpoint->keep_last,
-                            &secs));
+    const Gml__CheckpointConfig *cc = t->cfg->checkpoint;
+    GML_CHECK(gml_ckpt_save(t->ckpt_dir, t->model, t->opt, t->mesh, t->cfg, &prog, cc->keep_last, cc->async, &secs));
     char line[4300];
-    snprintf(line, sizeof line, "step %d (%s) -> %s/step_%08d, %.2f s stall", done, why, t->ckpt_dir, done, secs);
+    snprintf(line, sizeof line, "step %d (%s) -> %s/step_%08d, %.2f s stall%s", done, why, t->ckpt_dir, done, secs,
+             cc->async ? " (copy to host; written in the background)" : "");
     return info(t, "checkpoint", line);
 }
 
@@ -246,13 +247,18 @@ static gml_status train_loop(trainer *t) {
         if (t->mesh->world > 1) GML_CHECK(gml_comm_allreduce_sum_f32(t->mesh->world_c, flags, 2, NULL));
         int stop = flags[0] > 0.0f;
         int due = (cc->every_steps > 0 && done % cc->every_steps == 0) || flags[1] > 0.0f || (ckpt_on && done == steps);
+        if (t->rank0) GML_CHECK(gml_ckpt_writer_wait(0)); /* a failed background write stops the run */
         if (stop || due) {
             GML_CHECK(save_checkpoint(t, done, stop ? "stop signal" : "scheduled"));
             last_ckpt = now_s();
         }
-        if (stop) return GML_PREEMPTED;
+        if (stop) {
+            if (t->rank0) GML_CHECK(gml_ckpt_writer_wait(1)); /* committed before we exit for requeue */
+            return GML_PREEMPTED;
+        }
         window_t0 += now_s() - aside_t0;
     }
+    if (t->rank0) GML_CHECK(gml_ckpt_writer_wait(1));
     char line[160];
     if (t->mesh->dp > 1) {
         snprintf(line, sizeof line, "%d gradient bucket(s) of the last step started while backward was running",

@@ -147,8 +147,8 @@ static void test_resume_bit_for_bit(void **state) {
     char args[8192], a_dir[1024], b_dir[1024], p1[2048], p2[2048];
     snprintf(a_dir, sizeof a_dir, "%s/straight", dir);
     snprintf(b_dir, sizeof b_dir, "%s/stopped", dir);
-    snprintf(args, sizeof args, "train.out_dir=%s", a_dir);
-    free(gml(args, 0));
+    snprintf(args, sizeof args, "train.out_dir=%s checkpoint.async=false", a_dir); /* synchronous writes here, */
+    free(gml(args, 0));                                                          /* background ones below */
     snprintf(args, sizeof args, "train.out_dir=%s", b_dir);
     setenv("GML_TEST_SIGNAL_AT_STEP", "10", 1);
     char *out = gml(args, 3); /* preempted, checkpoint committed */

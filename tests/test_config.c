@@ -147,6 +147,7 @@ static void check_proto_defaults(const Gml__RunConfig *c) {
     assert_int_equal(c->parallel->zero, 0);
     assert_true(c->parallel->timeout_s == 300.0f);
     assert_true(c->parallel->bucket_mib == 32.0f);
+    assert_true(c->checkpoint->async);
     assert_string_equal(c->checkpoint->dir, "");
     assert_int_equal(c->checkpoint->every_steps, 0);
     assert_true(c->checkpoint->every_minutes == 0.0f);
@@ -550,14 +551,14 @@ static void test_print_format(void **state) {
         assert_true(at >= prev);
         prev = at;
     }
-    /* every field of the .proto: 8+3+9+6+2+3+5+6+4 keys, 9 sections */
+    /* every field of the .proto: 8+3+9+6+2+3+5+6+5 keys, 9 sections */
     int keys = 0, secs = 0;
     for (const char *p = text; *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p)) {
         if (p[0] == '#') continue;
         if (p[0] == ' ' && p[1] == ' ' && p[2] != ' ') keys++;
         else if (p[0] != '\n' && p[0] != ' ') secs++;
     }
-    assert_int_equal(keys, 46);
+    assert_int_equal(keys, 47);
     assert_int_equal(secs, 9);
     free(text);
     gml_config_free(c);
@@ -696,6 +697,7 @@ static void test_fixture_all_keys(void **state) {
     assert_int_equal(c->parallel->zero, 2);
     assert_true(c->parallel->timeout_s == 60.0f);
     assert_true(c->parallel->bucket_mib == 8.0f);
+    assert_false(c->checkpoint->async);
     assert_string_equal(c->checkpoint->dir, "/scratch/ckpt");
     assert_int_equal(c->checkpoint->every_steps, 1000);
     assert_true(c->checkpoint->every_minutes == 30.5f);
