@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "checkpoint/h5util.h"
+#include "checkpoint/weights.h"
 #include "core/crc32c.h"
 #include "core/fsutil.h"
 #include "core/version.h"
@@ -571,23 +572,68 @@ gml_status gml_ckpt_resume(const char *dir, const char *spec, gml_gpt *m, gml_ze
 
 /* ------------------------------------------------------------ info */
 
-gml_status gml_ckpt_info(const char *spec, FILE *out) {
-    char path[4096 + 64];
+/* A user's PATH: a state.h5, a checkpoint directory, or a checkpoint root
+ * (follow its latest). */
+static gml_status resolve_user_path(const char *spec, char *path, size_t cap) {
     struct stat sb;
-    snprintf(path, sizeof path, "%s", spec);
-    if (stat(spec, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        char latest[4096 + 16], name[256] = "";
-        snprintf(latest, sizeof latest, "%s/latest", spec);
-        FILE *lf = fopen(latest, "r");
-        if (lf) { /* a checkpoint root: follow latest */
-            int ok = fscanf(lf, "%255s", name) == 1;
-            fclose(lf);
-            if (!ok) return gml_error_set(GML_ERR_BAD_INPUT, "'%s' is empty", latest);
-            snprintf(path, sizeof path, "%s/%s/%s", spec, name, STATE_FILE);
-        } else {
-            snprintf(path, sizeof path, "%s/%s", spec, STATE_FILE);
-        }
+    snprintf(path, cap, "%s", spec);
+    if (stat(spec, &sb) != 0 || !S_ISDIR(sb.st_mode)) return GML_OK;
+    char latest[4096 + 16], name[256] = "";
+    snprintf(latest, sizeof latest, "%s/latest", spec);
+    FILE *lf = fopen(latest, "r");
+    if (lf) {
+        int ok = fscanf(lf, "%255s", name) == 1;
+        fclose(lf);
+        if (!ok) return gml_error_set(GML_ERR_BAD_INPUT, "'%s' is empty", latest);
+        snprintf(path, cap, "%s/%s/%s", spec, name, STATE_FILE);
+    } else {
+        snprintf(path, cap, "%s/%s", spec, STATE_FILE);
     }
+    return GML_OK;
+}
+
+gml_status gml_ckpt_export(const char *spec, const char *out) {
+    char path[4096 + 300];
+    GML_CHECK(resolve_user_path(spec, path, sizeof path));
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (access(path, R_OK) != 0 || H5Fis_hdf5(path) <= 0)
+        return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' cannot be read as HDF5", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' cannot be opened", path);
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    Gml__CheckpointManifest *man = NULL;
+    int ok = gml_h5_read_bytes(f, "manifest", &buf, &n) == 0 && (man = gml__checkpoint_manifest__unpack(NULL, n, buf));
+    H5Fclose(f);
+    free(buf);
+    if (!ok) return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': the manifest is missing or corrupt", path);
+    gml_gpt_config c;
+    memset(&c, 0, sizeof c);
+    c.n_layer = man->n_layer, c.n_head = man->n_head, c.n_embd = man->n_embd, c.block_size = man->block_size;
+    c.vocab_size = man->vocab_size, c.padded_vocab_size = man->padded_vocab_size, c.init_std = 0.02f;
+    gml__checkpoint_manifest__free_unpacked(man, NULL);
+    gml_backend *be = NULL;
+    gml_gpt *m = NULL;
+    host_state h;
+    Gml__CheckpointManifest *vm = NULL;
+    int damaged = 0;
+    gml_status st = gml_backend_create("cpu", 0, &be);
+    if (st == GML_OK) st = gml_gpt_create(be, &c, 1, 1, 0, &m);
+    if (st == GML_OK) st = read_state(path, m, &h, &vm, &damaged); /* verifies every checksum */
+    if (st == GML_OK) {
+        st = gml_gpt_set_params_host(m, h.t[0]);
+        host_state_free(&h);
+        gml__checkpoint_manifest__free_unpacked(vm, NULL);
+    }
+    if (st == GML_OK) st = gml_weights_save(m, out, 0);
+    gml_gpt_destroy(m);
+    gml_backend_destroy(be);
+    return st;
+}
+
+gml_status gml_ckpt_info(const char *spec, FILE *out) {
+    char path[4096 + 300];
+    GML_CHECK(resolve_user_path(spec, path, sizeof path));
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (access(path, R_OK) != 0) return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' cannot be read", path);
     if (H5Fis_hdf5(path) <= 0)

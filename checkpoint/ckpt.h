@@ -72,6 +72,11 @@ gml_status gml_ckpt_resume(const char *dir, const char *spec, gml_gpt *m, gml_ze
  * checksum, without a model. GML_ERR_BAD_INPUT names the file and tensor. */
 gml_status gml_ckpt_info(const char *path, FILE *out);
 
+/* `gml-dist ckpt export PATH OUT.h5`: the checkpoint's parameters, verified,
+ * as a plain weights file (checkpoint/weights.h) for inference and
+ * `gml-dist sample --weights OUT.h5`. */
+gml_status gml_ckpt_export(const char *path, const char *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -25,6 +25,7 @@ static const char *usage =
     "       gml-dist --print-config CONFIG [key=value ...]  print the effective config\n"
     "       gml-dist prep --out FILE.h5 [--tokenizer byte|char] [--val-fraction F] [--strip-fortune] TEXT...\n"
     "       gml-dist ckpt info PATH                         what a checkpoint holds, checksums verified\n"
+    "       gml-dist ckpt export PATH OUT.h5                its weights for inference (sample --weights)\n"
     "       gml-dist sample CONFIG [--weights PATH] [--prompt TEXT] [--tokens N] [--temperature X] [--top-k K]\n"
     "       gml-dist --version | --help\n";
 
@@ -67,8 +68,13 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "prep") == 0) return finish(gml_cmd_prep(argc - 1, argv + 1));
     if (strcmp(cmd, "sample") == 0) return finish(gml_cmd_sample(argc - 1, argv + 1));
     if (strcmp(cmd, "ckpt") == 0) {
-        if (argc != 4 || strcmp(argv[2], "info") != 0) return bad_usage("usage: gml-dist ckpt info PATH");
-        return finish(gml_ckpt_info(argv[3], stdout));
+        if (argc == 4 && strcmp(argv[2], "info") == 0) return finish(gml_ckpt_info(argv[3], stdout));
+        if (argc == 5 && strcmp(argv[2], "export") == 0) {
+            gml_status st = gml_ckpt_export(argv[3], argv[4]);
+            if (st == GML_OK) printf("weights of %s -> %s\n", argv[3], argv[4]);
+            return finish(st);
+        }
+        return bad_usage("usage: gml-dist ckpt info PATH | gml-dist ckpt export PATH OUT.h5");
     }
     int print_only = strcmp(cmd, "--print-config") == 0;
     int first = (print_only || strcmp(cmd, "train") == 0) ? 2 : 1;

@@ -75,8 +75,17 @@ def main(binary, work):
         a, b = f["params"][name][...], model[name][...]
         assert a.dtype == np.float32 and a.shape == b.shape and np.array_equal(a, b), name
     assert np.all(f["adam_v"]["wte.weight"][...] >= 0)
-    print(f"CKPT H5PY OK: {latest}, {len(f['params'])} parameters; params equal model.h5; manifest lists "
-          f"{len(names)} tensors")
+    # ckpt export: plain weights equal to the checkpoint's params, usable by sample
+    exported = os.path.join(work, "exported.h5")
+    subprocess.run([binary, "ckpt", "export", ck, exported], check=True, stdout=subprocess.DEVNULL)
+    e = h5py.File(exported, "r")
+    for name in f["params"]:
+        assert np.array_equal(e[name][...], f["params"][name][...]), name
+    s = subprocess.run([binary, "sample", cfg, "--weights", exported, "--prompt", "the ", "--tokens", "20"],
+                       check=True, capture_output=True, text=True)
+    assert s.stdout.startswith("the "), s.stdout
+    print(f"CKPT H5PY OK: {latest}, {len(f['params'])} parameters; params equal model.h5 and the ckpt export; "
+          f"manifest lists {len(names)} tensors")
 
 
 if __name__ == "__main__":

@@ -213,6 +213,10 @@ static void test_damaged_checkpoints(void **state) {
     assert_int_equal(cli_run(cmd, &out), 2);
     assert_non_null(strstr(out, "adam_m/blocks.1.mlp.fc.weight' fails its checksum"));
     free(out);
+    snprintf(cmd, sizeof cmd, "%s ckpt export %s %s/exported.h5", cli_env("GML_BINARY"), ck, dir);
+    assert_int_equal(cli_run(cmd, &out), 2); /* export verifies too */
+    assert_non_null(strstr(out, "fails its checksum"));
+    free(out);
     snprintf(args, sizeof args, "checkpoint.dir=%s train.out_dir=%s/after_flip --resume auto", ck, dir);
     out = gml(args, 0);
     printf("%s", strstr(out, "gml-dist: warning") ? strstr(out, "gml-dist: warning") : out);
