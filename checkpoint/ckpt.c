@@ -402,6 +402,39 @@ gml_status gml_ckpt_save(const char *dir, gml_gpt *m, gml_zero *z, const gml_mes
 
 /* ------------------------------------------------------------ read */
 
+/* Open a checkpoint file, check its format and unpack its manifest; the
+ * caller closes *f and frees *man (gml__checkpoint_manifest__free_unpacked). */
+static gml_status open_ckpt(const char *path, hid_t *f_out, Gml__CheckpointManifest **man_out) {
+    *f_out = -1;
+    *man_out = NULL;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (access(path, R_OK) != 0) return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' cannot be read", path);
+    if (H5Fis_hdf5(path) <= 0)
+        return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' is not a complete HDF5 file (truncated?)", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' cannot be opened (truncated?)", path);
+    char fmt[64] = "";
+    int ver = 0;
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    Gml__CheckpointManifest *man = NULL;
+    gml_status st = GML_OK;
+    if (gml_h5_read_str_attr(f, "format", fmt, sizeof fmt) != 0 || strcmp(fmt, GML_CKPT_FORMAT) != 0 ||
+        gml_h5_read_int_attr(f, "format_version", &ver) != 0 || ver != GML_CKPT_VERSION)
+        st = gml_error_set(GML_ERR_BAD_INPUT, "'%s' is not a gml-dist checkpoint (format '%s' version %d)", path,
+                           GML_CKPT_FORMAT, GML_CKPT_VERSION);
+    else if (gml_h5_read_bytes(f, "manifest", &buf, &n) != 0 || !(man = gml__checkpoint_manifest__unpack(NULL, n, buf)))
+        st = gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': the manifest is missing or corrupt", path);
+    free(buf);
+    if (st != GML_OK) {
+        H5Fclose(f);
+        return st;
+    }
+    *f_out = f;
+    *man_out = man;
+    return GML_OK;
+}
+
 /* Read and verify everything of `path` (a state.h5) into h; nothing of the
  * model is touched. *damaged: the failure is the file's (unreadable,
  * truncated, checksum) rather than a mismatch with this run's model, which
@@ -411,31 +444,12 @@ static gml_status read_state(const char *path, gml_gpt *m, host_state *h, Gml__C
     *man_out = NULL;
     *damaged = 1;
     memset(h, 0, sizeof *h);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    if (access(path, R_OK) != 0) return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' cannot be read", path);
-    if (H5Fis_hdf5(path) <= 0)
-        return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' is not a complete HDF5 file (truncated?)", path);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' cannot be opened (truncated?)", path);
-    gml_status st = GML_OK;
-    char fmt[64] = "";
-    int ver = 0;
-    uint8_t *buf = NULL;
-    size_t n = 0;
+    hid_t f;
     Gml__CheckpointManifest *man = NULL;
+    GML_CHECK(open_ckpt(path, &f, &man));
+    gml_status st = GML_OK;
     const gml_param_registry *reg = gml_gpt_params(m);
     const gml_gpt_config *mc = gml_gpt_get_config(m);
-    if (gml_h5_read_str_attr(f, "format", fmt, sizeof fmt) != 0 || strcmp(fmt, GML_CKPT_FORMAT) != 0 ||
-        gml_h5_read_int_attr(f, "format_version", &ver) != 0 || ver != GML_CKPT_VERSION) {
-        st = gml_error_set(GML_ERR_BAD_INPUT, "'%s' is not a gml-dist checkpoint (format '%s' version %d)", path,
-                           GML_CKPT_FORMAT, GML_CKPT_VERSION);
-        goto done;
-    }
-    if (gml_h5_read_bytes(f, "manifest", &buf, &n) != 0 ||
-        !(man = gml__checkpoint_manifest__unpack(NULL, n, buf))) {
-        st = gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': the manifest is missing or corrupt", path);
-        goto done;
-    }
     {
         const int want[6] = {mc->n_layer, mc->n_head, mc->n_embd, mc->block_size, mc->vocab_size,
                              mc->padded_vocab_size};
@@ -482,7 +496,6 @@ static gml_status read_state(const char *path, gml_gpt *m, host_state *h, Gml__C
         H5Gclose(g);
     }
 done:
-    free(buf);
     H5Fclose(f);
     if (st != GML_OK) {
         if (man) gml__checkpoint_manifest__free_unpacked(man, NULL);
@@ -595,18 +608,10 @@ static gml_status resolve_user_path(const char *spec, char *path, size_t cap) {
 gml_status gml_ckpt_export(const char *spec, const char *out) {
     char path[4096 + 300];
     GML_CHECK(resolve_user_path(spec, path, sizeof path));
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    if (access(path, R_OK) != 0 || H5Fis_hdf5(path) <= 0)
-        return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' cannot be read as HDF5", path);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' cannot be opened", path);
-    uint8_t *buf = NULL;
-    size_t n = 0;
+    hid_t f;
     Gml__CheckpointManifest *man = NULL;
-    int ok = gml_h5_read_bytes(f, "manifest", &buf, &n) == 0 && (man = gml__checkpoint_manifest__unpack(NULL, n, buf));
+    GML_CHECK(open_ckpt(path, &f, &man));
     H5Fclose(f);
-    free(buf);
-    if (!ok) return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': the manifest is missing or corrupt", path);
     gml_gpt_config c;
     memset(&c, 0, sizeof c);
     c.n_layer = man->n_layer, c.n_head = man->n_head, c.n_embd = man->n_embd, c.block_size = man->block_size;
@@ -634,20 +639,10 @@ gml_status gml_ckpt_export(const char *spec, const char *out) {
 gml_status gml_ckpt_info(const char *spec, FILE *out) {
     char path[4096 + 300];
     GML_CHECK(resolve_user_path(spec, path, sizeof path));
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    if (access(path, R_OK) != 0) return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' cannot be read", path);
-    if (H5Fis_hdf5(path) <= 0)
-        return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' is not a complete HDF5 file (truncated?)", path);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint file '%s' cannot be opened (truncated?)", path);
-    uint8_t *buf = NULL;
-    size_t n = 0;
+    hid_t f;
     Gml__CheckpointManifest *man = NULL;
+    GML_CHECK(open_ckpt(path, &f, &man));
     gml_status st = GML_OK;
-    if (gml_h5_read_bytes(f, "manifest", &buf, &n) != 0 || !(man = gml__checkpoint_manifest__unpack(NULL, n, buf))) {
-        st = gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': the manifest is missing or corrupt", path);
-        goto done;
-    }
     const Gml__Layout *l = man->layout;
     fprintf(out, "checkpoint: %s\nformat: %s v%d, written by gml-dist %s\n", path, man->format ? man->format : "?",
             man->format_version, man->software_version ? man->software_version : "?");
@@ -694,9 +689,7 @@ gml_status gml_ckpt_info(const char *spec, FILE *out) {
     if (st == GML_OK)
         fprintf(out, "tensors: %zu (%zu parameters), all checksums verified; content digest %08x\n", man->n_tensors,
                 total, (unsigned)digest);
-done:
-    if (man) gml__checkpoint_manifest__free_unpacked(man, NULL);
-    free(buf);
+    gml__checkpoint_manifest__free_unpacked(man, NULL);
     H5Fclose(f);
     return st;
 }
