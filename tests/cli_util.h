@@ -68,4 +68,25 @@ static inline int cli_train_values(const char *jsonl, const char *key, char (*te
     return last;
 }
 
+/* A learnable corpus: n words from an 8-word list, a sentence break about
+ * every 7th, from a fixed LCG seed. 0 on success. */
+static inline int cli_write_words(const char *path, int n, unsigned seed) {
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    static const char *w[] = {"alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta"};
+    unsigned s = seed;
+    for (int i = 0; i < n; i++) {
+        s = s * 1103515245u + 12345u;
+        fprintf(f, "%s%s", w[(s >> 9) % 8], (s >> 20) % 7 == 0 ? ".\n" : " ");
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* rm -rf of a test's temporary directory; 0 on success. */
+static inline int cli_rm_rf(const char *dir) {
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
 #endif

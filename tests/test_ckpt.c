@@ -43,19 +43,11 @@ static int setup(void **state) {
     if (!mkdtemp(dir)) return -1;
     char path[4096], cmd[8192];
     snprintf(path, sizeof path, "%s/text.txt", dir);
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    const char *w[] = {"alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta"};
-    unsigned s = 11;
-    for (int i = 0; i < 30000; i++) {
-        s = s * 1103515245u + 12345u;
-        fprintf(f, "%s%s", w[(s >> 9) % 8], (s >> 20) % 7 == 0 ? ".\n" : " ");
-    }
-    fclose(f);
+    if (cli_write_words(path, 30000, 11) != 0) return -1;
     snprintf(cmd, sizeof cmd, "%s prep --tokenizer char --out %s/data.h5 %s", cli_env("GML_BINARY"), dir, path);
     if (cli_run(cmd, NULL) != 0) return -1;
     snprintf(path, sizeof path, "%s/run.yaml", dir);
-    f = fopen(path, "w");
+    FILE *f = fopen(path, "w");
     if (!f) return -1;
     fprintf(f,
             "model: {n_layer: 2, n_head: 2, n_embd: 32, block_size: 32, dropout: 0.1}\n"
@@ -73,9 +65,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return cli_rm_rf(dir);
 }
 
 /* gml-dist DIR/run.yaml ARGS (one process), expecting exit code `want`. */

@@ -56,9 +56,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return cli_rm_rf(dir);
 }
 
 static void train(int np, int zero, const char *tag, char (*loss)[32]) {

@@ -21,40 +21,17 @@
 
 #include <cmocka.h>
 
+#include "tests/cli_util.h"
+
 #define STEPS   20
 #define REL_TOL 1e-5
 
 static char dir[64];
 
-static int run(const char *cmd, char **out) {
-    char full[8192];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    assert_non_null(p);
-    size_t cap = 1 << 16, n = 0, got;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (n + 1 >= cap) buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = '\0';
-    int status = pclose(p);
-    if (out) *out = buf;
-    else free(buf);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static const char *env(const char *k) {
-    const char *v = getenv(k);
-    if (!v) fail_msg("environment variable %s is not set (CTest sets it)", k);
-    return v;
-}
-
 /* mpiexec for np ranks: oversubscribed, unbound, one OpenMP thread each. */
 static void mpi_cmd(char *cmd, size_t cap, int np, const char *args) {
     snprintf(cmd, cap, "%s --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x OMP_WAIT_POLICY=passive -np %d %s %s",
-             env("GML_MPIEXEC"), np, env("GML_BINARY"), args);
+             cli_env("GML_MPIEXEC"), np, cli_env("GML_BINARY"), args);
 }
 
 /* The value after "key": on every train line of metrics.jsonl, as text
@@ -86,19 +63,11 @@ static int setup(void **state) {
     if (!mkdtemp(dir)) return -1;
     char path[256], cmd[4096];
     snprintf(path, sizeof path, "%s/text.txt", dir);
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    const char *w[] = {"alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta"};
-    unsigned s = 7;
-    for (int i = 0; i < 20000; i++) {
-        s = s * 1103515245u + 12345u;
-        fprintf(f, "%s%s", w[(s >> 9) % 8], (s >> 20) % 7 == 0 ? ".\n" : " ");
-    }
-    fclose(f);
-    snprintf(cmd, sizeof cmd, "%s prep --tokenizer char --out %s/data.h5 %s", env("GML_BINARY"), dir, path);
-    if (run(cmd, NULL) != 0) return -1;
+    if (cli_write_words(path, 20000, 7) != 0) return -1;
+    snprintf(cmd, sizeof cmd, "%s prep --tokenizer char --out %s/data.h5 %s", cli_env("GML_BINARY"), dir, path);
+    if (cli_run(cmd, NULL) != 0) return -1;
     snprintf(path, sizeof path, "%s/run.yaml", dir);
-    f = fopen(path, "w");
+    FILE *f = fopen(path, "w");
     if (!f) return -1;
     fprintf(f,
             "model: {n_layer: 2, n_head: 2, n_embd: 32, block_size: 32}\n"
@@ -115,9 +84,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return cli_rm_rf(dir);
 }
 
 /* "model: N parameters" and "model state B bytes" from rank 0's output */
@@ -145,7 +112,7 @@ static size_t train(int np, int zero, const char *tag, double *loss, char loss_t
     snprintf(args, sizeof args, "%s/run.yaml data.batch_size=%d parallel.zero=%d parallel.bucket_mib=0.01 "
              "train.out_dir=%s/out_%s", dir, GLOBAL_BATCH / np, zero, dir, tag);
     mpi_cmd(cmd, sizeof cmd, np, args);
-    int rc = run(cmd, &out);
+    int rc = cli_run(cmd, &out);
     if (rc != 0) fail_msg("%d ranks: exit %d:\n%s", np, rc, out);
     size_t P = after(out, "model: "), state = after(out, "model state ");
     size_t want = predicted_state(P, np, zero);
@@ -209,7 +176,7 @@ static void test_layout_mismatch_is_bad_input(void **state) {
     char args[1024], cmd[4096], *out;
     snprintf(args, sizeof args, "%s/run.yaml parallel.dp=3 train.out_dir=%s/out_bad", dir, dir);
     mpi_cmd(cmd, sizeof cmd, 2, args);
-    int rc = run(cmd, &out);
+    int rc = cli_run(cmd, &out);
     printf("%s", out);
     assert_int_equal(rc, 2);
     assert_non_null(strstr(out, "3 x 1 x 1 = 3, but the job has 2 rank(s)"));
@@ -232,7 +199,7 @@ static int faulty_job(const char *fault, double *secs, char **out) {
     snprintf(fixed, sizeof fixed, "%.*s -x GML_TEST_FAULT%s", (int)(at - cmd), cmd, at);
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
-    int rc = run(fixed, out);
+    int rc = cli_run(fixed, out);
     clock_gettime(CLOCK_MONOTONIC, &b);
     *secs = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
     return rc;
