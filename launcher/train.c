@@ -235,7 +235,14 @@ static gml_status train_loop(trainer *t) {
         if ((eval_every > 0 && done % eval_every == 0) || done == steps) {
             GML_CHECK(evaluate(t, &val_loss));
             if (t->rank0) GML_CHECK(gml_metrics_eval(t->metrics, done, val_loss));
-            if (val_loss < best_val) best_val = val_loss, best_step = done;
+            if (val_loss < best_val) {
+                best_val = val_loss, best_step = done;
+                if (cfg->eval->save_best && t->rank0) {
+                    char path[4200];
+                    snprintf(path, sizeof path, "%s/best.h5", cfg->train->out_dir);
+                    GML_CHECK(gml_weights_save(t->model, path, 0)); /* tmp + fsync + rename */
+                }
+            }
         }
         if ((sample_every > 0 && done % sample_every == 0) || done == steps) GML_CHECK(sample(t, done));
         if (t->rank0 && done == signal_at) raise(SIGUSR1);
@@ -265,8 +272,9 @@ static gml_status train_loop(trainer *t) {
                  gml_zero_overlapped_buckets(t->opt));
         GML_CHECK(info(t, "dp overlap", line));
     }
-    snprintf(line, sizeof line, "best %.4f at step %d, last %.4f, start %.4f; %.1f s training", best_val, best_step,
-             val_loss, start_val, now_s() - t_start);
+    snprintf(line, sizeof line, "best %.4f at step %d%s, last %.4f, start %.4f; %.1f s training", best_val,
+             best_step, cfg->eval->save_best && best_step > t->start_step ? " (weights in best.h5)" : "", val_loss,
+             start_val, now_s() - t_start);
     return info(t, "val loss", line);
 }
 

@@ -87,7 +87,7 @@ static void test_prep_train_sample(void **state) {
             "data: {path: %s/data.h5, batch_size: 8}\n"
             "optim: {lr: 0.003, warmup_steps: 5}\n"
             "train: {steps: 200, device: cpu, out_dir: %s/run}\n"
-            "eval: {every: 100, batches: 4}\n"
+            "eval: {every: 100, batches: 4, save_best: true}\n"
             "log: {every: 50}\n"
             "sample: {tokens: 40}\n",
             dir, dir);
@@ -118,6 +118,8 @@ static void test_prep_train_sample(void **state) {
     assert_int_equal(events, 1);
 
     snprintf(path, sizeof path, "%s/run/model.h5", dir);
+    assert_int_equal(access(path, R_OK), 0);
+    snprintf(path, sizeof path, "%s/run/best.h5", dir); /* eval.save_best */
     assert_int_equal(access(path, R_OK), 0);
     snprintf(cmd, sizeof cmd, "%s sample %s/run.yaml --prompt 'the ' --tokens 30 --seed 3", binary(), dir);
     assert_int_equal(run(cmd, &out), 0);

@@ -133,6 +133,7 @@ static void check_proto_defaults(const Gml__RunConfig *c) {
     assert_false(c->train->recompute);
     assert_int_equal(c->eval->every, 100);
     assert_int_equal(c->eval->batches, 20);
+    assert_false(c->eval->save_best);
     assert_int_equal(c->log->every, 10);
     assert_true(c->log->jsonl);
     assert_true(c->log->tensorboard);
@@ -551,14 +552,14 @@ static void test_print_format(void **state) {
         assert_true(at >= prev);
         prev = at;
     }
-    /* every field of the .proto: 8+3+9+6+2+3+5+6+5 keys, 9 sections */
+    /* every field of the .proto: 8+3+9+6+3+3+5+6+5 keys, 9 sections */
     int keys = 0, secs = 0;
     for (const char *p = text; *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p)) {
         if (p[0] == '#') continue;
         if (p[0] == ' ' && p[1] == ' ' && p[2] != ' ') keys++;
         else if (p[0] != '\n' && p[0] != ' ') secs++;
     }
-    assert_int_equal(keys, 47);
+    assert_int_equal(keys, 48);
     assert_int_equal(secs, 9);
     free(text);
     gml_config_free(c);
@@ -683,6 +684,7 @@ static void test_fixture_all_keys(void **state) {
     assert_true(c->train->recompute);
     assert_int_equal(c->eval->every, 0);
     assert_int_equal(c->eval->batches, 5);
+    assert_true(c->eval->save_best);
     assert_int_equal(c->log->every, 25);
     assert_false(c->log->jsonl);
     assert_false(c->log->tensorboard);
