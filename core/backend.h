@@ -34,6 +34,19 @@ extern "C" {
 
 typedef struct gml_backend gml_backend;
 
+/* One tensor (or the part of one) of a multi-tensor AdamW update
+ * (adamw_update_pieces). Offsets and counts are in elements. flat_off is the
+ * sum of numel over the pieces before this one, so the table maps a flat
+ * index of [0, total) to its piece by binary search. */
+typedef struct gml_adamw_piece {
+    uint64_t param_off; /* into param and param_act */
+    uint64_t state_off; /* into grad, m and v */
+    uint64_t numel;
+    uint64_t flat_off;
+    uint32_t decay; /* 1: apply weight decay */
+    uint32_t reserved;
+} gml_adamw_piece;
+
 struct gml_backend_i {
     /* ---- memory; alloc'd memory is owned by the caller until free ---- */
     gml_status (*alloc)(gml_backend *be, void **ptr, size_t bytes);
@@ -83,6 +96,23 @@ struct gml_backend_i {
                                   float *dweight /* (OC,IC) += */, float *dbias /* (OC) += | NULL */,
                                   const void *dout /* (N,OC) act */, const void *inp /* (N,IC) act */,
                                   const void *weight /* (OC,IC) act */, int N, int IC, int OC);
+    /* The MLP's first layer, linear then GELU in one op:
+     *   pre = inp @ weight^T + bias (bias may be NULL);  out = gelu(pre)
+     * pre is what matmul_backward_gelu needs. out is the GELU of pre's value
+     * before pre is rounded to act (on an f32 backend the two are the same). */
+    gml_status (*matmul_gelu_forward)(gml_backend *be, void *out /* (N,OC) act */, void *pre /* (N,OC) act */,
+                                      const void *inp /* (N,IC) act */, const void *weight /* (OC,IC) act */,
+                                      const void *bias /* (OC) act|NULL */, int N, int IC, int OC);
+    /* Backward of a linear layer whose input was inp = gelu(pre) (the MLP's
+     * second layer), with the GELU's backward folded into the dinp product:
+     *   dpre = (dout @ weight) * gelu'(pre); dweight += dout^T @ inp;
+     *   dbias += column sums of dout (skipped if dbias NULL)
+     * dpre is the product's f32 value times gelu'(pre), rounded to act once. */
+    gml_status (*matmul_backward_gelu)(gml_backend *be, void *dpre /* (N,IC) act = */,
+                                       float *dweight /* (OC,IC) += */, float *dbias /* (OC) += | NULL */,
+                                       const void *dout /* (N,OC) act */, const void *inp /* (N,IC) act */,
+                                       const void *weight /* (OC,IC) act */, const void *pre /* (N,IC) act */,
+                                       int N, int IC, int OC);
     /* GELU, tanh approximation (GPT-2):
      * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
     gml_status (*gelu_forward)(gml_backend *be, void *out /* (n) act */, const void *inp /* (n) act */,
@@ -92,6 +122,15 @@ struct gml_backend_i {
     /* out = a + b */
     gml_status (*residual_forward)(gml_backend *be, void *out /* (n) act */, const void *a, const void *b,
                                    size_t n);
+    /* A residual add and the LayerNorm that reads its result, in one op:
+     * res = a + b (rounded to act), then out, mean, rstd exactly as
+     * layernorm_forward(out, mean, rstd, res, weight, bias). res must not
+     * alias a or b. */
+    gml_status (*residual_layernorm_forward)(gml_backend *be, void *res /* (N,C) act */, void *out /* (N,C) act */,
+                                             float *mean /* (N) */, float *rstd /* (N) */,
+                                             const void *a /* (N,C) act */, const void *b /* (N,C) act */,
+                                             const void *weight /* (C) act */, const void *bias /* (C) act */,
+                                             int N, int C);
     /* Dropout (core/dropout.h): out[i] = keep(key, i) ? x[i] * scale : 0 with
      * keep(key, i) = gml_dropout_bits(key, i) >= threshold; for drop
      * probability p: threshold = gml_dropout_threshold(p), scale = 1/(1-p).
@@ -133,6 +172,16 @@ struct gml_backend_i {
                                const float *grad /* (n) */, float *m /* (n) */, float *v /* (n) */, size_t n,
                                float lr, float beta1, float beta2, float eps, float weight_decay,
                                float grad_scale, int t);
+    /* The same update over many tensors in one call: for each piece p of the
+     * table (a device buffer, n_pieces entries, in flat order), the numel
+     * elements at param + p.param_off (and param_act + p.param_off) are
+     * updated from grad, m, v + p.state_off, with weight decay weight_decay
+     * where p.decay and 0 elsewhere. total = the sum of the pieces' numel. */
+    gml_status (*adamw_update_pieces)(gml_backend *be, float *param /* f32 */, void *param_act /* act | NULL */,
+                                      const float *grad, float *m, float *v,
+                                      const struct gml_adamw_piece *pieces /* (n_pieces) device */, int n_pieces,
+                                      size_t total, float lr, float beta1, float beta2, float eps,
+                                      float weight_decay, float grad_scale, int t);
 
     /* ---- lifetime ---- */
     void (*destroy)(gml_backend *be);

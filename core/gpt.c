@@ -6,8 +6,6 @@
  */
 #include "core/gpt.h"
 
-#include "core/dropout.h"
-
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -80,7 +78,6 @@ struct gml_gpt {
     void *dresidual;           /* (N,C) act */
     void *dbuf_c;              /* (N,C) act */
     void *dqkv;                /* (N,3C) act */
-    void *dfch_gelu;           /* (N,4C) act */
     void *dfch;                /* (N,4C) act */
 
     /* the last forward */
@@ -192,7 +189,6 @@ static size_t layout_acts(gml_gpt *m, uintptr_t base) {
     m->dresidual = carve(&cv, N * C * as);
     m->dbuf_c = carve(&cv, N * C * as);
     m->dqkv = carve(&cv, N * 3 * C * as);
-    m->dfch_gelu = carve(&cv, N * 4 * C * as);
     m->dfch = carve(&cv, N * 4 * C * as);
     return (size_t)cv.off;
 }
@@ -340,28 +336,49 @@ static gml_status drop(gml_gpt *m, void *out, const void *x, size_t n, uint64_t 
     return m->be->iface->dropout(m->be, out, x, n, key, m->drop_threshold, m->drop_scale);
 }
 
+/* A LayerNorm of the forward: where it writes, and its parameters. */
+typedef struct {
+    void *out;          /* (N,C) act */
+    float *mean, *rstd; /* (N) */
+    const void *w, *b;  /* (C) act */
+} norm_site;
+
+/* The LayerNorm that reads block l's output: block l+1's ln1, or ln_f after
+ * the last block. Block l's closing residual add computes it in the same op
+ * (residual_layernorm_forward), so blocks after the first and the head start
+ * from their normalised input. (A pipeline stage that starts at block l+1
+ * would run this norm itself.) */
+static norm_site norm_after_block(gml_gpt *m, int l) {
+    if (l + 1 < m->cfg.n_layer) {
+        block_acts *n = &m->ba[l + 1];
+        const int *p = m->bp[l + 1].idx;
+        return (norm_site){n->ln1, n->ln1_mean, n->ln1_rstd, cp(m, p[P_LN1W]), cp(m, p[P_LN1B])};
+    }
+    return (norm_site){m->lnf, m->lnf_mean, m->lnf_rstd, cp(m, m->i_lnfw), cp(m, m->i_lnfb)};
+}
+
 static gml_status block_forward(gml_gpt *m, int l, const void *x) {
     const struct gml_backend_i *o = m->be->iface;
     gml_backend *be = m->be;
     int B = m->B, T = m->T, C = m->cfg.n_embd, NH = m->cfg.n_head, N = B * T;
     const int *p = m->bp[l].idx;
     block_acts *a = &m->ba[l];
-    GML_CHECK(o->layernorm_forward(be, a->ln1, a->ln1_mean, a->ln1_rstd, x, cp(m, p[P_LN1W]), cp(m, p[P_LN1B]), N,
-                                   C));
+    if (l == 0) /* later blocks: ln1 came with the previous block's last residual add */
+        GML_CHECK(o->layernorm_forward(be, a->ln1, a->ln1_mean, a->ln1_rstd, x, cp(m, p[P_LN1W]), cp(m, p[P_LN1B]),
+                                       N, C));
     GML_CHECK(o->matmul_forward(be, a->qkv, a->ln1, cp(m, p[P_QKVW]), cp(m, p[P_QKVB]), N, C, 3 * C));
     GML_CHECK(o->attention_forward(be, a->atty, a->att_lse, a->qkv, B, T, C, NH));
     GML_CHECK(o->matmul_forward(be, m->scratch_c, a->atty, cp(m, p[P_PROJW]), cp(m, p[P_PROJB]), N, C, C));
     if (m->dropout_on) GML_CHECK(drop(m, m->scratch_c, m->scratch_c, (size_t)N * C, site_attn(l)));
-    GML_CHECK(o->residual_forward(be, a->res2, x, m->scratch_c, (size_t)N * C));
-    GML_CHECK(o->layernorm_forward(be, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, cp(m, p[P_LN2W]),
-                                   cp(m, p[P_LN2B]), N, C));
-    GML_CHECK(o->matmul_forward(be, a->fch, a->ln2, cp(m, p[P_FCW]), cp(m, p[P_FCB]), N, C, 4 * C));
+    GML_CHECK(o->residual_layernorm_forward(be, a->res2, a->ln2, a->ln2_mean, a->ln2_rstd, x, m->scratch_c,
+                                            cp(m, p[P_LN2W]), cp(m, p[P_LN2B]), N, C));
     void *gelu = a->fch_gelu ? a->fch_gelu : m->scratch_4c;
-    GML_CHECK(o->gelu_forward(be, gelu, a->fch, (size_t)N * 4 * C));
+    GML_CHECK(o->matmul_gelu_forward(be, gelu, a->fch, a->ln2, cp(m, p[P_FCW]), cp(m, p[P_FCB]), N, C, 4 * C));
     GML_CHECK(o->matmul_forward(be, m->scratch_c, gelu, cp(m, p[P_FCPW]), cp(m, p[P_FCPB]), N, 4 * C, C));
     if (m->dropout_on) GML_CHECK(drop(m, m->scratch_c, m->scratch_c, (size_t)N * C, site_mlp(l)));
-    GML_CHECK(o->residual_forward(be, a->res3, a->res2, m->scratch_c, (size_t)N * C));
-    return GML_OK;
+    norm_site next = norm_after_block(m, l);
+    return o->residual_layernorm_forward(be, a->res3, next.out, next.mean, next.rstd, a->res2, m->scratch_c, next.w,
+                                         next.b, N, C);
 }
 
 /* dresidual holds d(block output) on entry and d(block input) on return. */
@@ -383,9 +400,8 @@ static gml_status block_backward(gml_gpt *m, int l, const void *x) {
         GML_CHECK(drop(m, m->scratch_c, m->dresidual, (size_t)N * C, site_mlp(l)));
         dbranch = m->scratch_c;
     }
-    GML_CHECK(o->matmul_backward(be, m->dfch_gelu, gp(m, p[P_FCPW]), gp(m, p[P_FCPB]), dbranch, gelu,
-                                 cp(m, p[P_FCPW]), N, 4 * C, C));
-    GML_CHECK(o->gelu_backward(be, m->dfch, a->fch, m->dfch_gelu, (size_t)N * 4 * C));
+    GML_CHECK(o->matmul_backward_gelu(be, m->dfch, gp(m, p[P_FCPW]), gp(m, p[P_FCPB]), dbranch, gelu,
+                                      cp(m, p[P_FCPW]), a->fch, N, 4 * C, C));
     GML_CHECK(o->matmul_backward(be, m->dbuf_c, gp(m, p[P_FCW]), gp(m, p[P_FCB]), m->dfch, a->ln2,
                                  cp(m, p[P_FCW]), N, C, 4 * C));
     GML_CHECK(o->layernorm_backward(be, m->dresidual, gp(m, p[P_LN2W]), gp(m, p[P_LN2B]), m->dbuf_c, a->res2,
@@ -414,10 +430,7 @@ static gml_status layer_forward(gml_gpt *m, const layer *ly, float dscale, int w
         return m->dropout_on ? drop(m, m->encoded, m->encoded, (size_t)N * C, SITE_EMBED) : GML_OK;
     case LAYER_BLOCK:
         return block_forward(m, ly->block, block_input(m, ly->block));
-    case LAYER_HEAD: {
-        const void *x = block_input(m, m->cfg.n_layer);
-        GML_CHECK(o->layernorm_forward(be, m->lnf, m->lnf_mean, m->lnf_rstd, x, cp(m, m->i_lnfw),
-                                       cp(m, m->i_lnfb), N, C));
+    case LAYER_HEAD: { /* ln_f came with the last block's residual add (norm_after_block) */
         GML_CHECK(o->matmul_forward(be, m->logits, m->lnf, cp(m, m->i_wte), NULL, N, C,
                                     m->cfg.padded_vocab_size));
         if (!with_targets) return GML_OK;

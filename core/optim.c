@@ -1,4 +1,9 @@
-/* optim.c — AdamW, the LR schedule and global-norm clipping. */
+/* optim.c — AdamW, the LR schedule and global-norm clipping.
+ *
+ * The optimizer's range [lo, hi) is cut into pieces at the registry's
+ * tensors (adjacent tensors with the same decay flag merged) once, at
+ * create; the table lives on the device and every step updates all pieces
+ * in one adamw_update_pieces call. */
 #include "core/optim.h"
 
 #include <math.h>
@@ -8,11 +13,44 @@
 struct gml_adamw {
     gml_gpt *model;
     gml_adamw_config cfg;
-    size_t lo, hi;    /* the flat range it updates */
-    float *m, *v;     /* (hi - lo) f32 */
-    float *scalar;    /* (1) f32 device scratch */
+    size_t lo, hi;           /* the flat range it updates */
+    float *m, *v;            /* (hi - lo) f32 */
+    float *scalar;           /* (1) f32 device scratch */
+    gml_adamw_piece *pieces; /* (n_pieces) device: the range cut at tensors, see build_pieces */
+    int n_pieces;
     int t;
 };
+
+/* The part of each parameter inside [lo, hi), in registry (flat) order,
+ * adjacent parts with the same decay flag merged: *out (malloc'd, caller
+ * frees) and *n. Registry offsets are contiguous, so a merged piece is one
+ * flat run of the range. */
+static gml_status build_pieces(const gml_param_registry *reg, size_t lo, size_t hi, gml_adamw_piece **out, int *n) {
+    *out = NULL;
+    *n = 0;
+    gml_adamw_piece *t = malloc((size_t)(reg->n > 0 ? reg->n : 1) * sizeof *t);
+    if (!t) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+    int k = 0;
+    size_t flat = 0;
+    for (int i = 0; i < reg->n; i++) {
+        const gml_param_spec *p = &reg->specs[i];
+        size_t a = p->offset > lo ? p->offset : lo;
+        size_t b = p->offset + p->numel < hi ? p->offset + p->numel : hi;
+        if (a >= b) continue;
+        uint32_t decay = p->decay ? 1u : 0u;
+        gml_adamw_piece *prev = k > 0 ? &t[k - 1] : NULL;
+        if (prev && prev->decay == decay && prev->param_off + prev->numel == a) {
+            prev->numel += b - a;
+        } else {
+            t[k++] = (gml_adamw_piece){
+                .param_off = a, .state_off = a - lo, .numel = b - a, .flat_off = flat, .decay = decay};
+        }
+        flat += b - a;
+    }
+    *out = t;
+    *n = k;
+    return GML_OK;
+}
 
 double gml_lr_at(const gml_lr_schedule *s, int step) {
     if (s->warmup_steps > 0 && step < s->warmup_steps) return s->lr * (double)(step + 1) / s->warmup_steps;
@@ -59,6 +97,15 @@ gml_status gml_adamw_create_range(gml_gpt *model, const gml_adamw_config *cfg, s
     GML_CHECK_GOTO(be->iface->alloc(be, (void **)&o->scalar, 4), st, fail);
     GML_CHECK_GOTO(be->iface->memset_zero(be, o->m, P * 4), st, fail);
     GML_CHECK_GOTO(be->iface->memset_zero(be, o->v, P * 4), st, fail);
+    {
+        gml_adamw_piece *host = NULL;
+        GML_CHECK_GOTO(build_pieces(gml_gpt_params(model), lo, hi, &host, &o->n_pieces), st, fail);
+        size_t bytes = (size_t)(o->n_pieces > 0 ? o->n_pieces : 1) * sizeof *host;
+        st = be->iface->alloc(be, (void **)&o->pieces, bytes);
+        if (st == GML_OK && o->n_pieces > 0) st = be->iface->memcpy_h2d(be, o->pieces, host, bytes);
+        free(host);
+        if (st != GML_OK) goto fail;
+    }
     *out = o;
     return GML_OK;
 fail:
@@ -72,6 +119,7 @@ void gml_adamw_destroy(gml_adamw *o) {
     if (o->m) be->iface->free(be, o->m);
     if (o->v) be->iface->free(be, o->v);
     if (o->scalar) be->iface->free(be, o->scalar);
+    if (o->pieces) be->iface->free(be, o->pieces);
     free(o);
 }
 
@@ -113,23 +161,13 @@ gml_status gml_adamw_step_range(gml_adamw *o, double lr, const float *g, double 
     double scale = 1.0;
     if (o->cfg.grad_clip > 0.0 && norm > o->cfg.grad_clip) scale = o->cfg.grad_clip / (norm + 1e-6);
     o->t++;
-    const gml_param_registry *reg = gml_gpt_params(model);
+    if (o->hi == o->lo) return GML_OK;
     float *master = gml_gpt_master(model);
-    char *compute = gml_gpt_compute(model);
-    int separate = compute != (char *)master;
-    size_t as = gml_dtype_size(be->act_dtype);
-    for (int i = 0; i < reg->n; i++) { /* the part of each parameter inside [lo, hi) */
-        const gml_param_spec *p = &reg->specs[i];
-        size_t a = p->offset > o->lo ? p->offset : o->lo;
-        size_t b = p->offset + p->numel < o->hi ? p->offset + p->numel : o->hi;
-        if (a >= b) continue;
-        size_t r = a - o->lo; /* index into the range's buffers */
-        GML_CHECK(be->iface->adamw_update(be, master + a, separate ? compute + a * as : NULL, g + r, o->m + r,
-                                          o->v + r, b - a, (float)lr, (float)o->cfg.beta1, (float)o->cfg.beta2,
-                                          (float)o->cfg.eps, p->decay ? (float)o->cfg.weight_decay : 0.0f,
-                                          (float)scale, o->t));
-    }
-    return GML_OK;
+    void *compute = gml_gpt_compute(model);
+    return be->iface->adamw_update_pieces(be, master, compute != (void *)master ? compute : NULL, g, o->m, o->v,
+                                          o->pieces, o->n_pieces, o->hi - o->lo, (float)lr, (float)o->cfg.beta1,
+                                          (float)o->cfg.beta2, (float)o->cfg.eps, (float)o->cfg.weight_decay,
+                                          (float)scale, o->t);
 }
 
 gml_status gml_adamw_step(gml_adamw *o, double lr, double *grad_norm) {

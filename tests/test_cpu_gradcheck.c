@@ -1,7 +1,8 @@
 /* test_cpu_gradcheck.c — the CPU backend (kernels/cpu) against independent
  * computations: every op with a backward against central finite differences
  * of its own forward, every forward against a direct double-precision
- * implementation of the formula in core/backend.h, plus memory accounting,
+ * implementation of the formula in core/backend.h (the fused ops too:
+ * matmul + GELU, residual + LayerNorm, multi-tensor AdamW), plus memory accounting,
  * bf16 transfers, "+=" semantics and thread-count independence.
  *
  * Finite differences: the objective is L = sum(out .* R) with a fixed random
@@ -628,6 +629,183 @@ static void test_gelu(void **state) {
     free(c.x), free(c.R), free(c.out), free(ref), free(gi), free(gi2), free(ng);
 }
 
+/* ------------------------------------------------------ fused MLP matmuls */
+
+#define PI_REF 3.14159265358979323846
+static double gelu_ref(double x) { return 0.5 * x * (1.0 + tanh(sqrt(2.0 / PI_REF) * (x + 0.044715 * x * x * x))); }
+static double dgelu_ref(double x) {
+    double s = sqrt(2.0 / PI_REF), th = tanh(s * (x + 0.044715 * x * x * x));
+    return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * s * (1.0 + 3.0 * 0.044715 * x * x);
+}
+
+/* matmul_gelu_forward: pre and out vs the double formula; every element written. */
+static void run_matmul_gelu_forward(int with_bias) {
+    rng_seed(30 + (uint64_t)with_bias);
+    const int N = 7, IC = 6, OC = 5;
+    const size_t ni = (size_t)N * IC, nw = (size_t)OC * IC, no = (size_t)N * OC;
+    float *inp = rand_f32(ni, -1, 1), *w = rand_f32(nw, -1, 1), *b = rand_f32((size_t)OC, -1, 1);
+    float *out = filled(no, NAN), *pre = filled(no, NAN);
+    void *d_inp = dev_from(inp, ni), *d_w = dev_from(w, nw), *d_b = dev_from(b, (size_t)OC);
+    void *d_out = dev_from(out, no), *d_pre = dev_from(pre, no);
+    OK(g_be->iface->matmul_gelu_forward(g_be, d_out, d_pre, d_inp, d_w, with_bias ? d_b : NULL, N, IC, OC));
+    down(out, d_out, no), down(pre, d_pre, no);
+    double *rpre = dalloc(no), *rout = dalloc(no);
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < OC; o++) {
+            double acc = with_bias ? b[o] : 0.0;
+            for (int k = 0; k < IC; k++)
+                acc += (double)inp[(size_t)i * IC + k] * w[(size_t)o * IC + k];
+            rpre[(size_t)i * OC + o] = acc;
+            rout[(size_t)i * OC + o] = gelu_ref(acc);
+        }
+    check_rel(with_bias ? "matmul_gelu pre (bias)" : "matmul_gelu pre (no bias)", pre, rpre, no, TOL_FWD);
+    check_rel(with_bias ? "matmul_gelu out (bias)" : "matmul_gelu out (no bias)", out, rout, no, TOL_FWD);
+    dev_free(d_inp), dev_free(d_w), dev_free(d_b), dev_free(d_out), dev_free(d_pre);
+    free(inp), free(w), free(b), free(out), free(pre), free(rpre), free(rout);
+}
+
+static void test_matmul_gelu_forward(void **state) {
+    (void)state;
+    run_matmul_gelu_forward(1);
+    run_matmul_gelu_forward(0);
+}
+
+/* F(pre, W, b) = gelu(pre) @ W^T + b through the plain ops; L = sum(F .* R).
+ * matmul_backward_gelu with dout = R, inp = gelu(pre) must be its gradient. */
+typedef struct {
+    int N, IC, OC;
+    float *pre, *w, *b, *R, *out; /* host: (N,IC) (OC,IC) (OC) (N,OC) (N,OC) */
+    void *d_pre, *d_w, *d_b, *d_g, *d_out; /* d_g (N,IC): gelu(pre) */
+} mlp_ctx;
+
+static double mlp_eval(void *p) {
+    mlp_ctx *c = p;
+    const size_t ni = (size_t)c->N * c->IC, no = (size_t)c->N * c->OC;
+    up(c->d_pre, c->pre, ni);
+    up(c->d_w, c->w, (size_t)c->OC * c->IC);
+    up(c->d_b, c->b, (size_t)c->OC);
+    OK(g_be->iface->gelu_forward(g_be, c->d_g, c->d_pre, ni));
+    OK(g_be->iface->matmul_forward(g_be, c->d_out, c->d_g, c->d_w, c->d_b, c->N, c->IC, c->OC));
+    down(c->out, c->d_out, no);
+    return dot_fd(c->out, c->R, no);
+}
+
+static void test_matmul_backward_gelu(void **state) {
+    (void)state;
+    rng_seed(32);
+    mlp_ctx c = {.N = 7, .IC = 6, .OC = 5};
+    const size_t ni = (size_t)c.N * c.IC, nw = (size_t)c.OC * c.IC, no = (size_t)c.N * c.OC, nb = (size_t)c.OC;
+    c.pre = rand_f32(ni, -3, 3);
+    c.w = rand_f32(nw, -1, 1);
+    c.b = rand_f32(nb, -1, 1);
+    c.R = rand_f32(no, -1, 1);
+    c.out = filled(no, NAN);
+    c.d_pre = dev_from(c.pre, ni);
+    c.d_w = dev_from(c.w, nw);
+    c.d_b = dev_from(c.b, nb);
+    c.d_g = dev_alloc(ni * 4);
+    c.d_out = dev_from(c.out, no);
+    mlp_eval(&c); /* d_g = gelu(pre) */
+
+    /* dpre = (NaN beforehand), dweight / dbias += (random beforehand) */
+    float *gi = filled(ni, NAN), *gw0 = rand_f32(nw, -1, 1), *gb0 = rand_f32(nb, -1, 1);
+    float *gw = filled(nw, 0), *gb = filled(nb, 0);
+    void *d_gi = dev_from(gi, ni), *d_gw = dev_from(gw0, nw), *d_gb = dev_from(gb0, nb), *d_R = dev_from(c.R, no);
+    OK(g_be->iface->matmul_backward_gelu(g_be, d_gi, d_gw, d_gb, d_R, c.d_g, c.d_w, c.d_pre, c.N, c.IC, c.OC));
+    down(gi, d_gi, ni), down(gw, d_gw, nw), down(gb, d_gb, nb);
+    double *n_i = dalloc(ni), *n_w = dalloc(nw), *n_b = dalloc(nb);
+    numgrad(mlp_eval, &c, c.pre, ni, NULL, 0, n_i);
+    numgrad(mlp_eval, &c, c.w, nw, NULL, 0, n_w);
+    numgrad(mlp_eval, &c, c.b, nb, NULL, 0, n_b);
+    check_grad("matmul_backward_gelu dpre", gi, NULL, n_i, ni);
+    check_grad("matmul_backward_gelu dweight (+=)", gw, gw0, n_w, nw);
+    check_grad("matmul_backward_gelu dbias (+=)", gb, gb0, n_b, nb);
+
+    /* dpre vs the double formula: (R @ W) * gelu'(pre) */
+    double *ref = dalloc(ni);
+    for (int i = 0; i < c.N; i++)
+        for (int k = 0; k < c.IC; k++) {
+            double acc = 0.0;
+            for (int o = 0; o < c.OC; o++)
+                acc += (double)c.R[(size_t)i * c.OC + o] * c.w[(size_t)o * c.IC + k];
+            ref[(size_t)i * c.IC + k] = acc * dgelu_ref(c.pre[(size_t)i * c.IC + k]);
+        }
+    check_rel("matmul_backward_gelu dpre vs formula", gi, ref, ni, TOL_FWD);
+
+    /* "=" for dpre (a second call gives the same), "+=" for dweight, dbias
+     * NULL leaves the bias gradient alone */
+    float *gi2 = filled(ni, 0), *gw2 = filled(nw, 0), *gb2 = filled(nb, 0);
+    OK(g_be->iface->matmul_backward_gelu(g_be, d_gi, d_gw, NULL, d_R, c.d_g, c.d_w, c.d_pre, c.N, c.IC, c.OC));
+    down(gi2, d_gi, ni), down(gw2, d_gw, nw), down(gb2, d_gb, nb);
+    assert_memory_equal(gi2, gi, ni * 4);
+    assert_memory_equal(gb2, gb, nb * 4);
+    double *twice = dalloc(nw);
+    for (size_t i = 0; i < nw; i++)
+        twice[i] = (double)gw0[i] + 2.0 * ((double)gw[i] - gw0[i]);
+    check_rel("matmul_backward_gelu dweight twice", gw2, twice, nw, 1e-6);
+    assert_int_equal(g_be->iface->matmul_backward_gelu(g_be, NULL, d_gw, NULL, d_R, c.d_g, c.d_w, c.d_pre, c.N, c.IC,
+                                                       c.OC),
+                     GML_ERR_INVALID_ARG);
+    gml_error_clear();
+
+    dev_free(c.d_pre), dev_free(c.d_w), dev_free(c.d_b), dev_free(c.d_g), dev_free(c.d_out);
+    dev_free(d_gi), dev_free(d_gw), dev_free(d_gb), dev_free(d_R);
+    free(c.pre), free(c.w), free(c.b), free(c.R), free(c.out), free(gi), free(gw0), free(gb0), free(gw), free(gb);
+    free(n_i), free(n_w), free(n_b), free(ref), free(gi2), free(gw2), free(gb2), free(twice);
+}
+
+/* ------------------------------------------------- residual + layernorm */
+
+/* res is exactly a + b in f32; out, mean, rstd the LayerNorm of res vs the
+ * double formula. Sizes on both sides of the OpenMP threshold. */
+static void run_residual_layernorm(int N, int C) {
+    const size_t n = (size_t)N * C;
+    float *a = rand_f32(n, -2, 2), *b = rand_f32(n, -2, 2);
+    for (int i = 0; i < N; i++) /* rows with an offset, so the mean matters */
+        for (int k = 0; k < C; k++)
+            a[(size_t)i * C + k] += 0.3f * (float)(i % 5);
+    float *w = rand_f32((size_t)C, 0.5f, 1.5f), *bias = rand_f32((size_t)C, -0.5f, 0.5f);
+    float *res = filled(n, NAN), *out = filled(n, NAN), *mean = filled((size_t)N, NAN), *rstd = filled((size_t)N, NAN);
+    void *d_a = dev_from(a, n), *d_b = dev_from(b, n), *d_w = dev_from(w, (size_t)C), *d_bias = dev_from(bias, (size_t)C);
+    void *d_res = dev_from(res, n), *d_out = dev_from(out, n);
+    void *d_mean = dev_from(mean, (size_t)N), *d_rstd = dev_from(rstd, (size_t)N);
+    OK(g_be->iface->residual_layernorm_forward(g_be, d_res, d_out, d_mean, d_rstd, d_a, d_b, d_w, d_bias, N, C));
+    down(res, d_res, n), down(out, d_out, n), down(mean, d_mean, (size_t)N), down(rstd, d_rstd, (size_t)N);
+    for (size_t i = 0; i < n; i++) {
+        float want = a[i] + b[i];
+        assert_memory_equal(&res[i], &want, 4);
+    }
+    double *rout = dalloc(n), *rmean = dalloc((size_t)N), *rrstd = dalloc((size_t)N);
+    for (int i = 0; i < N; i++) {
+        const float *x = res + (size_t)i * C;
+        double m = 0.0, v = 0.0;
+        for (int k = 0; k < C; k++)
+            m += x[k];
+        m /= C;
+        for (int k = 0; k < C; k++)
+            v += (x[k] - m) * (x[k] - m);
+        v /= C;
+        double rs = 1.0 / sqrt(v + LN_EPS_REF);
+        rmean[i] = m, rrstd[i] = rs;
+        for (int k = 0; k < C; k++)
+            rout[(size_t)i * C + k] = (x[k] - m) * rs * w[k] + bias[k];
+    }
+    check_rel("residual_layernorm out", out, rout, n, TOL_FWD);
+    check_rel("residual_layernorm mean", mean, rmean, (size_t)N, TOL_FWD);
+    check_rel("residual_layernorm rstd", rstd, rrstd, (size_t)N, TOL_FWD);
+    dev_free(d_a), dev_free(d_b), dev_free(d_w), dev_free(d_bias), dev_free(d_res), dev_free(d_out);
+    dev_free(d_mean), dev_free(d_rstd);
+    free(a), free(b), free(w), free(bias), free(res), free(out), free(mean), free(rstd);
+    free(rout), free(rmean), free(rrstd);
+}
+
+static void test_residual_layernorm(void **state) {
+    (void)state;
+    rng_seed(33);
+    run_residual_layernorm(9, 16);
+    run_residual_layernorm(70, 301); /* past GML_CPU_PAR_MIN */
+}
+
 /* ---------------------------------------------------------------- dropout */
 
 typedef struct {
@@ -1146,6 +1324,79 @@ static void test_adamw(void **state) {
     free(dp), free(rdp), free(g1);
 }
 
+/* adamw_update_pieces: each piece updated exactly as adamw_update updates
+ * it alone (same bits), elements outside every piece untouched, param and
+ * state offsets that differ, an empty piece, decay per piece; a table
+ * whose flat offsets or total do not add up is refused. */
+static void test_adamw_pieces(void **state) {
+    (void)state;
+    rng_seed(25);
+    const size_t np = 40, ns = 30; /* param buffer, state buffer (elements) */
+    const gml_adamw_piece tab[4] = {
+        {.param_off = 3, .state_off = 0, .numel = 7, .flat_off = 0, .decay = 1},
+        {.param_off = 10, .state_off = 7, .numel = 5, .flat_off = 7, .decay = 0},
+        {.param_off = 15, .state_off = 12, .numel = 0, .flat_off = 12, .decay = 1},
+        {.param_off = 22, .state_off = 14, .numel = 9, .flat_off = 12, .decay = 1},
+    };
+    const int n_tab = 4;
+    const size_t total = 21;
+    const float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, gs = 0.5f;
+    float *p0 = rand_f32(np, -1, 1), *pa0 = rand_f32(np, -1, 1), *g = rand_f32(ns, -2, 2);
+    float *m0 = rand_f32(ns, -0.1f, 0.1f), *v0 = rand_f32(ns, 0.0f, 0.01f);
+    /* A: through the table; B: piece by piece through adamw_update */
+    void *a_p = dev_from(p0, np), *a_pa = dev_from(pa0, np), *a_m = dev_from(m0, ns), *a_v = dev_from(v0, ns);
+    void *b_p = dev_from(p0, np), *b_pa = dev_from(pa0, np), *b_m = dev_from(m0, ns), *b_v = dev_from(v0, ns);
+    void *d_g = dev_from(g, ns);
+    void *d_tab = dev_alloc(sizeof tab);
+    OK(g_be->iface->memcpy_h2d(g_be, d_tab, tab, sizeof tab));
+    for (int t = 1; t <= 3; t++) {
+        int with_act = t != 2; /* step 2 without the act copy */
+        OK(g_be->iface->adamw_update_pieces(g_be, a_p, with_act ? a_pa : NULL, d_g, a_m, a_v, d_tab, n_tab, total, lr,
+                                            b1, b2, eps, wd, gs, t));
+        for (int k = 0; k < n_tab; k++) {
+            const gml_adamw_piece *q = &tab[k];
+            OK(g_be->iface->adamw_update(g_be, (float *)b_p + q->param_off,
+                                         with_act ? (float *)b_pa + q->param_off : NULL, (float *)d_g + q->state_off,
+                                         (float *)b_m + q->state_off, (float *)b_v + q->state_off, q->numel, lr, b1,
+                                         b2, eps, q->decay ? wd : 0.0f, gs, t));
+        }
+    }
+    float *ha = filled(np, 0), *hb = filled(np, 0), *sa = filled(ns, 0), *sb = filled(ns, 0);
+    down(ha, a_p, np), down(hb, b_p, np);
+    check_bitwise("adamw pieces param vs per piece", ha, hb, np);
+    for (size_t i = 0; i < np; i++) /* outside every piece: untouched */
+        if (i < 3 || (i >= 15 && i < 22) || i >= 31) assert_memory_equal(&ha[i], &p0[i], 4);
+    down(ha, a_pa, np), down(hb, b_pa, np);
+    check_bitwise("adamw pieces param_act vs per piece", ha, hb, np);
+    for (size_t i = 0; i < np; i++)
+        if (i < 3 || (i >= 15 && i < 22) || i >= 31) assert_memory_equal(&ha[i], &pa0[i], 4);
+    down(sa, a_m, ns), down(sb, b_m, ns);
+    check_bitwise("adamw pieces m vs per piece", sa, sb, ns);
+    for (size_t i = 12; i < 14; i++) assert_memory_equal(&sa[i], &m0[i], 4);
+    for (size_t i = 23; i < ns; i++) assert_memory_equal(&sa[i], &m0[i], 4);
+    down(sa, a_v, ns), down(sb, b_v, ns);
+    check_bitwise("adamw pieces v vs per piece", sa, sb, ns);
+
+    /* flat offsets that do not add up, a wrong total, t = 0 */
+    gml_adamw_piece bad[2] = {tab[0], tab[1]};
+    bad[1].flat_off = 6;
+    OK(g_be->iface->memcpy_h2d(g_be, d_tab, bad, sizeof bad));
+    assert_int_equal(g_be->iface->adamw_update_pieces(g_be, a_p, NULL, d_g, a_m, a_v, d_tab, 2, 12, lr, b1, b2, eps,
+                                                      wd, gs, 4),
+                     GML_ERR_INVALID_ARG);
+    OK(g_be->iface->memcpy_h2d(g_be, d_tab, tab, sizeof tab));
+    assert_int_equal(g_be->iface->adamw_update_pieces(g_be, a_p, NULL, d_g, a_m, a_v, d_tab, n_tab, total + 1, lr, b1,
+                                                      b2, eps, wd, gs, 4),
+                     GML_ERR_INVALID_ARG);
+    assert_int_equal(g_be->iface->adamw_update_pieces(g_be, a_p, NULL, d_g, a_m, a_v, d_tab, n_tab, total, lr, b1, b2,
+                                                      eps, wd, gs, 0),
+                     GML_ERR_INVALID_ARG);
+    gml_error_clear();
+    dev_free(a_p), dev_free(a_pa), dev_free(a_m), dev_free(a_v), dev_free(b_p), dev_free(b_pa), dev_free(b_m);
+    dev_free(b_v), dev_free(d_g), dev_free(d_tab);
+    free(p0), free(pa0), free(g), free(m0), free(v0), free(ha), free(hb), free(sa), free(sb);
+}
+
 /* ------------------------------------------------------------------ main */
 
 static int setup(void **state) {
@@ -1175,6 +1426,9 @@ int main(void) {
         cmocka_unit_test(test_matmul_bias),
         cmocka_unit_test(test_matmul_nobias),
         cmocka_unit_test(test_gelu),
+        cmocka_unit_test(test_matmul_gelu_forward),
+        cmocka_unit_test(test_matmul_backward_gelu),
+        cmocka_unit_test(test_residual_layernorm),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_large),
@@ -1183,6 +1437,7 @@ int main(void) {
         cmocka_unit_test(test_layernorm_matmul_large),
         cmocka_unit_test(test_sum_sumsq),
         cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_adamw_pieces),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -327,7 +327,9 @@ static void test_layernorm(void **state) {
     rng_seed(4);
     run_layernorm(74, 64);
     run_layernorm(33, 768);
-    run_layernorm(1000, 100); /* more row chunks than one partial-sum block */
+    run_layernorm(1000, 100); /* C % 8 != 0: scalar kernels, more row chunks than one partial-sum block */
+    run_layernorm(40, 1280);  /* wider rows */
+    run_layernorm(40000, 64); /* more rows than 512 chunks of 64: several rows per partial-sum lane */
 }
 
 static void run_matmul(int N, int IC, int OC, int with_bias) {
@@ -372,6 +374,117 @@ static void test_matmul(void **state) {
     run_matmul(33, 96, 80, 0);
     run_matmul(17, 36, 52, 1);     /* leading dimensions not multiples of 8 */
     run_matmul(256, 768, 2304, 1); /* GPT-2 qkv projection, one sequence */
+}
+
+/* GELU (tanh form) on the host, to build the inputs inp = gelu(pre) */
+static float gelu_host(float x) { return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))); }
+
+/* The fused MLP ops: matmul_gelu_forward (pre and out) and
+ * matmul_backward_gelu (dpre, dweight +=, dbias +=). Shapes with OC or IC
+ * a multiple of 8 take cuBLASLt's GELU_AUX_BIAS / DGELU / BGRADB epilogues,
+ * the others the fallback kernels. */
+static void run_matmul_gelu(int N, int IC, int OC, int with_bias) {
+    char what[112];
+    float *inp_h = rand_bf16((size_t)N * IC, -1.0f, 1.0f), *w_h = rand_bf16((size_t)OC * IC, -0.5f, 0.5f);
+    float *b_h = rand_bf16((size_t)OC, -1.0f, 1.0f);
+    pair inp = pair_from(inp_h, (size_t)N * IC, 1), w = pair_from(w_h, (size_t)OC * IC, 1);
+    pair b = pair_from(b_h, (size_t)OC, 1);
+    pair out = pair_poison((size_t)N * OC, 1), pre = pair_poison((size_t)N * OC, 1);
+    OK(g_cpu->iface->matmul_gelu_forward(g_cpu, out.cpu, pre.cpu, inp.cpu, w.cpu, with_bias ? b.cpu : NULL, N, IC, OC));
+    OK(g_gpu->iface->matmul_gelu_forward(g_gpu, out.gpu, pre.gpu, inp.gpu, w.gpu, with_bias ? b.gpu : NULL, N, IC, OC));
+    snprintf(what, sizeof what, "matmul_gelu_forward pre N=%d IC=%d OC=%d bias=%d", N, IC, OC, with_bias);
+    compare(what, &pre, TOL_BF16_OUT);
+    snprintf(what, sizeof what, "matmul_gelu_forward out N=%d IC=%d OC=%d bias=%d", N, IC, OC, with_bias);
+    compare(what, &out, TOL_BF16_OUT);
+    pair_free(&inp), pair_free(&w), pair_free(&b), pair_free(&out), pair_free(&pre);
+    free(inp_h), free(w_h), free(b_h);
+}
+
+/* the layer after the GELU: inp = gelu(pre) (N, IC), weight (OC, IC) */
+static void run_matmul_backward_gelu(int N, int IC, int OC, int with_bias) {
+    char what[112];
+    const size_t ni = (size_t)N * IC, no = (size_t)N * OC, nw = (size_t)OC * IC;
+    float *pre_h = rand_bf16(ni, -3.0f, 3.0f), *inp_h = malloc(ni * sizeof *inp_h);
+    assert_non_null(inp_h);
+    for (size_t i = 0; i < ni; i++)
+        inp_h[i] = round_bf16(gelu_host(pre_h[i]));
+    float *w_h = rand_bf16(nw, -0.5f, 0.5f), *dout_h = rand_bf16(no, -1.0f, 1.0f);
+    float *dw_h = rand_f32(nw, -0.5f, 0.5f), *db_h = rand_f32((size_t)OC, -0.5f, 0.5f);
+    pair pre = pair_from(pre_h, ni, 1), inp = pair_from(inp_h, ni, 1), w = pair_from(w_h, nw, 1);
+    pair dout = pair_from(dout_h, no, 1), dpre = pair_poison(ni, 1);
+    pair dw = pair_from(dw_h, nw, 0), db = pair_from(db_h, (size_t)OC, 0);
+    OK(g_cpu->iface->matmul_backward_gelu(g_cpu, dpre.cpu, dw.cpu, with_bias ? db.cpu : NULL, dout.cpu, inp.cpu, w.cpu,
+                                          pre.cpu, N, IC, OC));
+    OK(g_gpu->iface->matmul_backward_gelu(g_gpu, dpre.gpu, dw.gpu, with_bias ? db.gpu : NULL, dout.gpu, inp.gpu, w.gpu,
+                                          pre.gpu, N, IC, OC));
+    snprintf(what, sizeof what, "matmul_backward_gelu dpre N=%d IC=%d OC=%d", N, IC, OC);
+    compare(what, &dpre, TOL_BF16_OUT);
+    snprintf(what, sizeof what, "matmul_backward_gelu dweight (+=) N=%d IC=%d OC=%d", N, IC, OC);
+    compare(what, &dw, TOL_F32_FROM_BF16);
+    snprintf(what, sizeof what, "matmul_backward_gelu dbias (+=) N=%d IC=%d OC=%d bias=%d", N, IC, OC, with_bias);
+    compare(what, &db, TOL_F32_FROM_BF16); /* unchanged on both when !with_bias */
+    pair_free(&pre), pair_free(&inp), pair_free(&w), pair_free(&dout), pair_free(&dpre), pair_free(&dw);
+    pair_free(&db);
+    free(pre_h), free(inp_h), free(w_h), free(dout_h), free(dw_h), free(db_h);
+}
+
+static void test_matmul_gelu(void **state) {
+    (void)state;
+    rng_seed(11);
+    run_matmul_gelu(33, 96, 80, 1);
+    run_matmul_gelu(33, 96, 80, 0);
+    run_matmul_gelu(17, 36, 52, 1);     /* OC not a multiple of 8: no epilogue */
+    run_matmul_gelu(256, 768, 3072, 1); /* GPT-2 fc, one sequence */
+    run_matmul_backward_gelu(33, 80, 96, 1);
+    run_matmul_backward_gelu(33, 80, 96, 0);
+    run_matmul_backward_gelu(17, 52, 36, 1);     /* IC not a multiple of 8: no epilogue */
+    run_matmul_backward_gelu(256, 3072, 768, 1); /* GPT-2 fc proj, one sequence */
+}
+
+static void run_residual_layernorm(int N, int C) {
+    char what[96];
+    const size_t NC = (size_t)N * C;
+    float *a_h = rand_bf16(NC, -2.0f, 3.0f), *b_h = rand_bf16(NC, -1.0f, 1.0f);
+    float *w_h = rand_bf16((size_t)C, 0.5f, 1.5f), *bias_h = rand_bf16((size_t)C, -0.5f, 0.5f);
+    pair a = pair_from(a_h, NC, 1), b = pair_from(b_h, NC, 1), w = pair_from(w_h, (size_t)C, 1);
+    pair bias = pair_from(bias_h, (size_t)C, 1);
+    pair res = pair_poison(NC, 1), out = pair_poison(NC, 1), mean = pair_poison((size_t)N, 0);
+    pair rstd = pair_poison((size_t)N, 0);
+    OK(g_cpu->iface->residual_layernorm_forward(g_cpu, res.cpu, out.cpu, mean.cpu, rstd.cpu, a.cpu, b.cpu, w.cpu,
+                                                bias.cpu, N, C));
+    OK(g_gpu->iface->residual_layernorm_forward(g_gpu, res.gpu, out.gpu, mean.gpu, rstd.gpu, a.gpu, b.gpu, w.gpu,
+                                                bias.gpu, N, C));
+    snprintf(what, sizeof what, "residual_layernorm res N=%d C=%d", N, C);
+    compare(what, &res, TOL_BF16_OUT);
+    snprintf(what, sizeof what, "residual_layernorm out N=%d C=%d", N, C);
+    compare(what, &out, TOL_BF16_OUT);
+    snprintf(what, sizeof what, "residual_layernorm mean N=%d C=%d", N, C);
+    compare(what, &mean, TOL_F32_FROM_BF16);
+    snprintf(what, sizeof what, "residual_layernorm rstd N=%d C=%d", N, C);
+    compare(what, &rstd, TOL_F32_FROM_BF16);
+
+    /* on the GPU the fused op equals residual_forward then layernorm_forward, bit for bit */
+    pair res2 = pair_poison(NC, 1), out2 = pair_poison(NC, 1), mean2 = pair_poison((size_t)N, 0);
+    pair rstd2 = pair_poison((size_t)N, 0);
+    OK(g_gpu->iface->residual_forward(g_gpu, res2.gpu, a.gpu, b.gpu, NC));
+    OK(g_gpu->iface->layernorm_forward(g_gpu, out2.gpu, mean2.gpu, rstd2.gpu, res2.gpu, w.gpu, bias.gpu, N, C));
+    float *x1 = download(&out, 1), *x2 = download(&out2, 1), *r1 = download(&res, 1), *r2 = download(&res2, 1);
+    float *m1 = download(&mean, 1), *m2 = download(&mean2, 1);
+    assert_memory_equal(r1, r2, NC * sizeof *r1);
+    assert_memory_equal(x1, x2, NC * sizeof *x1);
+    assert_memory_equal(m1, m2, (size_t)N * sizeof *m1);
+    free(x1), free(x2), free(r1), free(r2), free(m1), free(m2);
+    pair_free(&a), pair_free(&b), pair_free(&w), pair_free(&bias), pair_free(&res), pair_free(&out);
+    pair_free(&mean), pair_free(&rstd), pair_free(&res2), pair_free(&out2), pair_free(&mean2), pair_free(&rstd2);
+    free(a_h), free(b_h), free(w_h), free(bias_h);
+}
+
+static void test_residual_layernorm(void **state) {
+    (void)state;
+    rng_seed(12);
+    run_residual_layernorm(74, 64);
+    run_residual_layernorm(33, 768);
+    run_residual_layernorm(37, 100); /* C % 8 != 0: the unfused kernels */
 }
 
 static void test_gelu_residual(void **state) {
@@ -527,6 +640,8 @@ static void test_classifier(void **state) {
     rng_seed(8);
     run_classifier(33, 1000, 1024);
     run_classifier(64, 50257, 50304);
+    run_classifier(9, 20, 24);     /* fewer 8-column groups than threads */
+    run_classifier(17, 997, 1001); /* Vp % 8 != 0: the scalar kernel */
 }
 
 static void run_reduce(size_t n) {
@@ -592,6 +707,56 @@ static void test_adamw(void **state) {
     free(p_h), free(g_h), free(m_h), free(v_h);
 }
 
+/* Multi-tensor AdamW: a table with gaps between pieces, param and state
+ * offsets that differ, an empty piece, a piece of 100k elements (many
+ * blocks) and small ones (several pieces in one block). */
+static void test_adamw_pieces(void **state) {
+    (void)state;
+    rng_seed(13);
+    const gml_adamw_piece tab[5] = {
+        {.param_off = 5, .state_off = 0, .numel = 100003, .flat_off = 0, .decay = 1},
+        {.param_off = 100010, .state_off = 100003, .numel = 768, .flat_off = 100003, .decay = 0},
+        {.param_off = 100778, .state_off = 100771, .numel = 0, .flat_off = 100771, .decay = 1},
+        {.param_off = 100778, .state_off = 100775, .numel = 3, .flat_off = 100771, .decay = 1},
+        {.param_off = 100800, .state_off = 100778, .numel = 2305, .flat_off = 100774, .decay = 0},
+    };
+    const size_t np = 103200, ns = 103100, total = 103079;
+    float *p_h = rand_f32(np, -1.0f, 1.0f), *g_h = rand_f32(ns, -2.0f, 2.0f);
+    float *m_h = rand_f32(ns, -0.1f, 0.1f), *v_h = rand_f32(ns, 0.0f, 0.01f), *pa_h = rand_bf16(np, -1.0f, 1.0f);
+    pair p = pair_from(p_h, np, 0), g = pair_from(g_h, ns, 0), m = pair_from(m_h, ns, 0), v = pair_from(v_h, ns, 0);
+    pair pa = pair_from(pa_h, np, 1);
+    void *tab_cpu = NULL, *tab_gpu = NULL;
+    OK(g_cpu->iface->alloc(g_cpu, &tab_cpu, sizeof tab));
+    OK(g_gpu->iface->alloc(g_gpu, &tab_gpu, sizeof tab));
+    OK(g_cpu->iface->memcpy_h2d(g_cpu, tab_cpu, tab, sizeof tab));
+    OK(g_gpu->iface->memcpy_h2d(g_gpu, tab_gpu, tab, sizeof tab));
+    for (int t = 1; t <= 3; t++) {
+        OK(g_cpu->iface->adamw_update_pieces(g_cpu, p.cpu, pa.cpu, g.cpu, m.cpu, v.cpu, tab_cpu, 5, total, 1e-3f, 0.9f,
+                                             0.95f, 1e-8f, 0.1f, 0.5f, t));
+        OK(g_gpu->iface->adamw_update_pieces(g_gpu, p.gpu, pa.gpu, g.gpu, m.gpu, v.gpu, tab_gpu, 5, total, 1e-3f, 0.9f,
+                                             0.95f, 1e-8f, 0.1f, 0.5f, t));
+    }
+    compare("adamw_update_pieces param", &p, TOL_F32_ADAMW);
+    compare("adamw_update_pieces m", &m, TOL_F32_ADAMW);
+    compare("adamw_update_pieces v", &v, TOL_F32_ADAMW);
+    compare("adamw_update_pieces param_act", &pa, TOL_BF16_OUT);
+    /* gaps stay as they were on the GPU: params [0,5) [100003+5, 100010) ..., state tail */
+    float *gp_ = download(&p, 1), *gm = download(&m, 1);
+    for (size_t i = 0; i < 5; i++)
+        assert_memory_equal(&gp_[i], &p_h[i], 4);
+    for (size_t i = 100781; i < 100800; i++)
+        assert_memory_equal(&gp_[i], &p_h[i], 4);
+    for (size_t i = 103105; i < np; i++)
+        assert_memory_equal(&gp_[i], &p_h[i], 4);
+    for (size_t i = 103083; i < ns; i++)
+        assert_memory_equal(&gm[i], &m_h[i], 4);
+    free(gp_), free(gm);
+    g_cpu->iface->free(g_cpu, tab_cpu);
+    g_gpu->iface->free(g_gpu, tab_gpu);
+    pair_free(&p), pair_free(&g), pair_free(&m), pair_free(&v), pair_free(&pa);
+    free(p_h), free(g_h), free(m_h), free(v_h), free(pa_h);
+}
+
 static int group_setup(void **state) {
     (void)state;
     gml_status st = gml_backend_create("cpu", 0, &g_cpu);
@@ -631,11 +796,14 @@ int main(void) {
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_gelu_residual),
+        cmocka_unit_test(test_matmul_gelu),
+        cmocka_unit_test(test_residual_layernorm),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_classifier),
         cmocka_unit_test(test_reductions),
         cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_adamw_pieces),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -153,9 +153,12 @@ static const struct gml_backend_i cpu_iface = {
     .layernorm_backward = gml_cpu_layernorm_backward,
     .matmul_forward = gml_cpu_matmul_forward,
     .matmul_backward = gml_cpu_matmul_backward,
+    .matmul_gelu_forward = gml_cpu_matmul_gelu_forward,
+    .matmul_backward_gelu = gml_cpu_matmul_backward_gelu,
     .gelu_forward = gml_cpu_gelu_forward,
     .gelu_backward = gml_cpu_gelu_backward,
     .residual_forward = gml_cpu_residual_forward,
+    .residual_layernorm_forward = gml_cpu_residual_layernorm_forward,
     .dropout = gml_cpu_dropout,
     .attention_forward = gml_cpu_attention_forward,
     .attention_backward = gml_cpu_attention_backward,
@@ -163,6 +166,7 @@ static const struct gml_backend_i cpu_iface = {
     .sum_accumulate = gml_cpu_sum_accumulate,
     .sumsq_accumulate = gml_cpu_sumsq_accumulate,
     .adamw_update = gml_cpu_adamw_update,
+    .adamw_update_pieces = gml_cpu_adamw_update_pieces,
     .destroy = cpu_destroy,
 };
 

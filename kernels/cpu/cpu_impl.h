@@ -49,6 +49,9 @@ gml_status gml_cpu_layernorm_backward(gml_backend *be, void *dinp, float *dweigh
 gml_status gml_cpu_gelu_forward(gml_backend *be, void *out, const void *inp, size_t n);
 gml_status gml_cpu_gelu_backward(gml_backend *be, void *dinp, const void *inp, const void *dout, size_t n);
 gml_status gml_cpu_residual_forward(gml_backend *be, void *out, const void *a, const void *b, size_t n);
+gml_status gml_cpu_residual_layernorm_forward(gml_backend *be, void *res, void *out, float *mean, float *rstd,
+                                              const void *a, const void *b, const void *weight, const void *bias, int N,
+                                              int C);
 gml_status gml_cpu_dropout(gml_backend *be, void *out, const void *x, size_t n, uint64_t key, uint32_t threshold,
                            float scale);
 
@@ -57,6 +60,10 @@ gml_status gml_cpu_matmul_forward(gml_backend *be, void *out, const void *inp, c
                                   int N, int IC, int OC);
 gml_status gml_cpu_matmul_backward(gml_backend *be, void *dinp, float *dweight, float *dbias, const void *dout,
                                    const void *inp, const void *weight, int N, int IC, int OC);
+gml_status gml_cpu_matmul_gelu_forward(gml_backend *be, void *out, void *pre, const void *inp, const void *weight,
+                                       const void *bias, int N, int IC, int OC);
+gml_status gml_cpu_matmul_backward_gelu(gml_backend *be, void *dpre, float *dweight, float *dbias, const void *dout,
+                                        const void *inp, const void *weight, const void *pre, int N, int IC, int OC);
 
 /* ---- ops_attention.c ---- */
 gml_status gml_cpu_attention_forward(gml_backend *be, void *out, float *lse, const void *qkv, int B, int T, int C,
@@ -72,6 +79,10 @@ gml_status gml_cpu_sumsq_accumulate(gml_backend *be, float *acc, const float *x,
 gml_status gml_cpu_adamw_update(gml_backend *be, float *param, void *param_act, const float *grad, float *m, float *v,
                                 size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
                                 float grad_scale, int t);
+gml_status gml_cpu_adamw_update_pieces(gml_backend *be, float *param, void *param_act, const float *grad, float *m,
+                                       float *v, const gml_adamw_piece *pieces, int n_pieces, size_t total, float lr,
+                                       float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                                       int t);
 
 #ifdef __cplusplus
 }

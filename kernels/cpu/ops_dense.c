@@ -1,6 +1,8 @@
 /* ops_dense.c — the fully connected layer on the CPU, forward and backward:
  * out = inp @ weight^T + bias and its gradients, through OpenBLAS sgemm
- * (row-major, f32).
+ * (row-major, f32), and the MLP's GELU fused into them (matmul_gelu_forward,
+ * matmul_backward_gelu), which here are the plain ops composed: the f32
+ * reference the CUDA backend's cuBLASLt epilogues are compared with.
  *
  * The bias is added by pre-filling out and running sgemm with beta = 1; the
  * bias gradient is a column sum over rows done in row order (deterministic),
@@ -77,4 +79,19 @@ gml_status gml_cpu_matmul_backward(gml_backend *be, void *dinp_, float *dweight,
         }
     }
     return GML_OK;
+}
+
+gml_status gml_cpu_matmul_gelu_forward(gml_backend *be, void *out, void *pre, const void *inp, const void *weight,
+                                       const void *bias, int N, int IC, int OC) {
+    /* out (N, OC) = gelu(pre), pre (N, OC) = inp @ weight^T + bias */
+    GML_CHECK(gml_cpu_matmul_forward(be, pre, inp, weight, bias, N, IC, OC));
+    return gml_cpu_gelu_forward(be, out, pre, (size_t)N * (size_t)OC);
+}
+
+gml_status gml_cpu_matmul_backward_gelu(gml_backend *be, void *dpre, float *dweight, float *dbias, const void *dout,
+                                        const void *inp, const void *weight, const void *pre, int N, int IC, int OC) {
+    if (!dpre) return gml_error_set(GML_ERR_INVALID_ARG, "matmul_backward_gelu: dpre is NULL");
+    /* dpre (N, IC) = dout @ weight, then scaled in place by gelu'(pre) */
+    GML_CHECK(gml_cpu_matmul_backward(be, dpre, dweight, dbias, dout, inp, weight, N, IC, OC));
+    return gml_cpu_gelu_backward(be, dpre, pre, dpre, (size_t)N * (size_t)IC);
 }

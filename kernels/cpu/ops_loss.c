@@ -5,7 +5,8 @@
  * The classifier splits rows over OpenMP threads (a row is one task); the
  * reductions run serially in index order with a double accumulator, so they
  * are deterministic and accurate. AdamW is element-wise, f32 like the CUDA
- * kernel, with the bias corrections computed in double.
+ * kernel, with the bias corrections computed in double; the multi-tensor form
+ * runs the pieces one after the other.
  * Not for: optimizer policy (core/optim.h), cross-rank sums (comm/).
  */
 #include <math.h>
@@ -65,14 +66,11 @@ gml_status gml_cpu_sumsq_accumulate(gml_backend *be, float *acc, const float *x,
     return GML_OK;
 }
 
-/* p -= lr * ((m / bc1) / (sqrt(v / bc2) + eps) + wd * p), bc1 = 1 - b1^t, bc2 = 1 - b2^t */
-gml_status gml_cpu_adamw_update(gml_backend *be, float *param, void *param_act_, const float *grad, float *m, float *v,
-                                size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
-                                float grad_scale, int t) {
-    if (t < 1) return gml_error_set(GML_ERR_INVALID_ARG, "adamw_update: step t = %d, must be >= 1", t);
-    float *param_act = param_act_ != (void *)param ? param_act_ : NULL; /* (n) f32 or NULL */
-    const float bc1 = (float)(1.0 - pow((double)beta1, (double)t));
-    const float bc2 = (float)(1.0 - pow((double)beta2, (double)t));
+/* p -= lr * ((m / bc1) / (sqrt(v / bc2) + eps) + wd * p), bc1 = 1 - b1^t, bc2 = 1 - b2^t;
+ * param_act NULL: no act copy (it is the f32 param itself here) */
+static void adamw_range(float *param, float *param_act, const float *grad, float *m, float *v, size_t n, float lr,
+                        float beta1, float beta2, float eps, float weight_decay, float grad_scale, float bc1,
+                        float bc2) {
     const long long nn = (long long)n;
 #pragma omp parallel for schedule(static) if (n >= GML_CPU_PAR_MIN)
     for (long long i = 0; i < nn; i++) {
@@ -87,5 +85,43 @@ gml_status gml_cpu_adamw_update(gml_backend *be, float *param, void *param_act_,
         param[i] = p;
         if (param_act) param_act[i] = p;
     }
+}
+
+gml_status gml_cpu_adamw_update(gml_backend *be, float *param, void *param_act_, const float *grad, float *m, float *v,
+                                size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+                                float grad_scale, int t) {
+    if (t < 1) return gml_error_set(GML_ERR_INVALID_ARG, "adamw_update: step t = %d, must be >= 1", t);
+    float *param_act = param_act_ != (void *)param ? param_act_ : NULL; /* (n) f32 or NULL */
+    const float bc1 = (float)(1.0 - pow((double)beta1, (double)t));
+    const float bc2 = (float)(1.0 - pow((double)beta2, (double)t));
+    adamw_range(param, param_act, grad, m, v, n, lr, beta1, beta2, eps, weight_decay, grad_scale, bc1, bc2);
+    return GML_OK;
+}
+
+/* The pieces one after the other (each its own OpenMP loop), the same
+ * arithmetic per element as gml_cpu_adamw_update. */
+gml_status gml_cpu_adamw_update_pieces(gml_backend *be, float *param, void *param_act_, const float *grad, float *m,
+                                       float *v, const gml_adamw_piece *pieces, int n_pieces, size_t total, float lr,
+                                       float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                                       int t) {
+    if (t < 1) return gml_error_set(GML_ERR_INVALID_ARG, "adamw_update_pieces: step t = %d, must be >= 1", t);
+    if (n_pieces < 0) return gml_error_set(GML_ERR_INVALID_ARG, "adamw_update_pieces: %d pieces", n_pieces);
+    float *param_act = param_act_ != (void *)param ? param_act_ : NULL; /* f32 or NULL */
+    const float bc1 = (float)(1.0 - pow((double)beta1, (double)t));
+    const float bc2 = (float)(1.0 - pow((double)beta2, (double)t));
+    size_t flat = 0;
+    for (int k = 0; k < n_pieces; k++) {
+        const gml_adamw_piece *p = &pieces[k]; /* (host memory: this backend's "device") */
+        if (p->flat_off != flat)
+            return gml_error_set(GML_ERR_INVALID_ARG, "adamw_update_pieces: piece %d has flat_off %llu, want %zu", k,
+                                 (unsigned long long)p->flat_off, flat);
+        adamw_range(param + p->param_off, param_act ? param_act + p->param_off : NULL, grad + p->state_off,
+                    m + p->state_off, v + p->state_off, (size_t)p->numel, lr, beta1, beta2, eps,
+                    p->decay ? weight_decay : 0.0f, grad_scale, bc1, bc2);
+        flat += (size_t)p->numel;
+    }
+    if (flat != total)
+        return gml_error_set(GML_ERR_INVALID_ARG, "adamw_update_pieces: pieces hold %zu elements, total is %zu", flat,
+                             total);
     return GML_OK;
 }

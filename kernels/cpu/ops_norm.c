@@ -1,6 +1,7 @@
 /* ops_norm.c — the CPU's row-wise and element-wise ops: token + position
  * embedding (encoder), LayerNorm, GELU (tanh approximation) and the
- * residual add, forward and backward, all f32.
+ * residual add, forward and backward, all f32; and the residual add fused
+ * with the LayerNorm that follows it (here simply the two composed).
  *
  * Row loops are split over OpenMP threads (static schedule) when the work is
  * large; column sums (LayerNorm's dweight / dbias) are split by column blocks
@@ -205,4 +206,14 @@ gml_status gml_cpu_residual_forward(gml_backend *be, void *out_, const void *a_,
     for (long long i = 0; i < nn; i++)
         out[i] = a[i] + b[i];
     return GML_OK;
+}
+
+/* ------------------------------------------------------ residual + layernorm */
+
+gml_status gml_cpu_residual_layernorm_forward(gml_backend *be, void *res, void *out, float *mean, float *rstd,
+                                              const void *a, const void *b, const void *weight, const void *bias, int N,
+                                              int C) {
+    GML_CHECK(check_nonneg("residual_layernorm_forward", N, C, 0));
+    GML_CHECK(gml_cpu_residual_forward(be, res, a, b, (size_t)N * (size_t)C));
+    return gml_cpu_layernorm_forward(be, out, mean, rstd, res, weight, bias, N, C);
 }

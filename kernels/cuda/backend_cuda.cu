@@ -262,6 +262,7 @@ static void cuda_destroy(gml_backend *be) {
         if (c->stream) (void)cudaStreamSynchronize(c->stream);
         if (c->scratch) (void)cudaFree(c->scratch);
         if (c->lt_workspace) (void)cudaFree(c->lt_workspace);
+        gml_cuda_matmul_release(c);
         if (c->lt) (void)cublasLtDestroy(c->lt);
         if (c->stream) (void)cudaStreamDestroy(c->stream);
         (void)cudaGetLastError();
@@ -290,9 +291,12 @@ static const struct gml_backend_i cuda_iface = {
     /* .layernorm_backward = */ gml_cuda_layernorm_backward,
     /* .matmul_forward = */ gml_cuda_matmul_forward,
     /* .matmul_backward = */ gml_cuda_matmul_backward,
+    /* .matmul_gelu_forward = */ gml_cuda_matmul_gelu_forward,
+    /* .matmul_backward_gelu = */ gml_cuda_matmul_backward_gelu,
     /* .gelu_forward = */ gml_cuda_gelu_forward,
     /* .gelu_backward = */ gml_cuda_gelu_backward,
     /* .residual_forward = */ gml_cuda_residual_forward,
+    /* .residual_layernorm_forward = */ gml_cuda_residual_layernorm_forward,
     /* .dropout = */ gml_cuda_dropout,
     /* .attention_forward = */ gml_cuda_attention_forward,
     /* .attention_backward = */ gml_cuda_attention_backward,
@@ -300,6 +304,7 @@ static const struct gml_backend_i cuda_iface = {
     /* .sum_accumulate = */ gml_cuda_sum_accumulate,
     /* .sumsq_accumulate = */ gml_cuda_sumsq_accumulate,
     /* .adamw_update = */ gml_cuda_adamw_update,
+    /* .adamw_update_pieces = */ gml_cuda_adamw_update_pieces,
     /* .destroy = */ cuda_destroy,
 };
 

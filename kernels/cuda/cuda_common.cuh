@@ -81,16 +81,19 @@ typedef struct {
     size_t bytes;
 } gml_cuda_alloc_slot;
 
+typedef struct gml_cuda_lt_cache gml_cuda_lt_cache; /* matmul.cu's heuristic cache */
+
 typedef struct {
-    int device;                /* CUDA ordinal */
-    cudaStream_t stream;       /* every op runs on it */
-    cublasLtHandle_t lt;       /* cuBLASLt handle */
-    void *lt_workspace;        /* cuBLASLt workspace, lt_workspace_bytes */
-    size_t lt_workspace_bytes; /* bytes (32 MiB) */
-    void *scratch;             /* grow-only device scratch for partial sums etc. */
-    size_t scratch_bytes;      /* bytes */
-    void *staging;             /* grow-only host buffer for upload/download conversions */
-    size_t staging_bytes;      /* bytes */
+    int device;                  /* CUDA ordinal */
+    cudaStream_t stream;         /* every op runs on it */
+    cublasLtHandle_t lt;         /* cuBLASLt handle */
+    void *lt_workspace;          /* cuBLASLt workspace, lt_workspace_bytes */
+    size_t lt_workspace_bytes;   /* bytes (32 MiB) */
+    gml_cuda_lt_cache *lt_cache; /* matmul.cu's (gml_cuda_matmul_release frees it); NULL until used */
+    void *scratch;               /* grow-only device scratch for partial sums etc. */
+    size_t scratch_bytes;        /* bytes */
+    void *staging;               /* grow-only host buffer for upload/download conversions */
+    size_t staging_bytes;        /* bytes */
     /* open-addressing hash (linear probing) of live allocations */
     gml_cuda_alloc_slot *slots;
     size_t n_slots; /* capacity, a power of two */
@@ -154,11 +157,20 @@ gml_status gml_cuda_layernorm_forward(gml_backend *be, void *out, float *mean, f
 gml_status gml_cuda_layernorm_backward(gml_backend *be, void *dinp, float *dweight, float *dbias, const void *dout,
                                        const void *inp, const void *weight, const float *mean, const float *rstd, int N,
                                        int C);
+gml_status gml_cuda_residual_layernorm_forward(gml_backend *be, void *res, void *out, float *mean, float *rstd,
+                                               const void *a, const void *b, const void *weight, const void *bias,
+                                               int N, int C);
 /* matmul.cu */
 gml_status gml_cuda_matmul_forward(gml_backend *be, void *out, const void *inp, const void *weight, const void *bias,
                                    int N, int IC, int OC);
 gml_status gml_cuda_matmul_backward(gml_backend *be, void *dinp, float *dweight, float *dbias, const void *dout,
                                     const void *inp, const void *weight, int N, int IC, int OC);
+gml_status gml_cuda_matmul_gelu_forward(gml_backend *be, void *out, void *pre, const void *inp, const void *weight,
+                                        const void *bias, int N, int IC, int OC);
+gml_status gml_cuda_matmul_backward_gelu(gml_backend *be, void *dpre, float *dweight, float *dbias, const void *dout,
+                                         const void *inp, const void *weight, const void *pre, int N, int IC, int OC);
+/* frees what matmul.cu keeps in the context (the heuristic cache) */
+void gml_cuda_matmul_release(gml_cuda_ctx *ctx);
 /* attention.cu */
 gml_status gml_cuda_attention_forward(gml_backend *be, void *out, float *lse, const void *qkv, int B, int T, int C,
                                       int NH);
@@ -173,5 +185,13 @@ gml_status gml_cuda_sumsq_accumulate(gml_backend *be, float *acc, const float *x
 gml_status gml_cuda_adamw_update(gml_backend *be, float *param, void *param_act, const float *grad, float *m, float *v,
                                  size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
                                  float grad_scale, int t);
+/* out0[c] += sum_k part0[k * C + c] for k < chunks, in a fixed order; the
+ * same for (out1, part1) when out1 is not NULL (one launch) */
+gml_status gml_cuda_sum_partials(gml_cuda_ctx *c, float *out0, const float *part0, float *out1, const float *part1,
+                                 int chunks, int C);
+gml_status gml_cuda_adamw_update_pieces(gml_backend *be, float *param, void *param_act, const float *grad, float *m,
+                                        float *v, const gml_adamw_piece *pieces, int n_pieces, size_t total, float lr,
+                                        float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                                        int t);
 
 #endif
