@@ -56,32 +56,19 @@ static gml_status host_state_alloc(host_state *h, size_t n) {
     return GML_OK;
 }
 
-/* Collective over the dp group: every rank ends with the full flat moments
- * (ZeRO shards gathered) and rank 0's copy is what gets written. */
+/* Collective over the dp group: every rank downloads its shard range of the
+ * master weights and moments (gml_zero_download_shard) and every rank ends
+ * with the full flat tensors; rank 0's copy is what gets written. */
 static gml_status gather_state(gml_gpt *m, gml_zero *z, host_state *h) {
-    gml_backend *be = gml_gpt_backend(m);
-    gml_adamw *opt = gml_zero_optimizer(z);
+    gml_comm *dp = gml_zero_group(z);
     size_t P = gml_gpt_num_params(m), lo, hi;
-    gml_adamw_range(opt, &lo, &hi);
-    GML_CHECK(host_state_alloc(h, P));
-    gml_status st = gml_gpt_get_params_host(m, h->t[0]);
-    float *mv[2] = {gml_adamw_m(opt), gml_adamw_v(opt)};
-    if (st == GML_OK && gml_zero_stage(z) == 0) {
-        for (int k = 0; k < 2 && st == GML_OK; k++) st = be->iface->memcpy_d2h(be, h->t[1 + k], mv[k], P * 4);
-    } else if (st == GML_OK) {
-        gml_comm *dp = gml_zero_group(z);
-        size_t padded = gml_gpt_padded_params(m), S = padded / (size_t)gml_comm_size(dp);
-        float *full = calloc(padded, sizeof *full);
-        if (!full) st = gml_error_set(GML_ERR_NOMEM, "out of host memory gathering Adam moments");
-        for (int k = 0; k < 2 && st == GML_OK; k++) {
-            float *mine = full + (size_t)gml_comm_rank(dp) * S; /* own block: in-place all-gather */
-            memset(full, 0, padded * sizeof *full);
-            if (hi > lo) st = be->iface->memcpy_d2h(be, mine, mv[k], (hi - lo) * 4);
-            if (st == GML_OK) st = gml_comm_allgather_f32(dp, mine, full, S, NULL);
-            if (st == GML_OK) memcpy(h->t[1 + k], full, P * sizeof(float));
-        }
-        free(full);
-    }
+    size_t padded = gml_gpt_padded_params(m), S = padded / (size_t)gml_comm_size(dp);
+    size_t own = (size_t)gml_comm_rank(dp) * S; /* own block of the padded buffer: in-place all-gather */
+    gml_zero_shard_range(z, &lo, &hi);
+    GML_CHECK(host_state_alloc(h, padded));
+    h->P = P;
+    gml_status st = gml_zero_download_shard(z, h->t[0] + own, h->t[1] + own, h->t[2] + own);
+    for (int k = 0; k < 3 && st == GML_OK; k++) st = gml_comm_allgather_f32(dp, h->t[k] + own, h->t[k], S, NULL);
     if (st != GML_OK) host_state_free(h);
     return st;
 }
@@ -507,18 +494,9 @@ done:
 }
 
 /* Put a verified state into the model and this rank's optimizer range. */
-static gml_status apply_state(gml_gpt *m, gml_zero *z, const host_state *h, const Gml__CheckpointManifest *man,
+static gml_status apply_state(gml_zero *z, const host_state *h, const Gml__CheckpointManifest *man,
                               gml_ckpt_progress *prog) {
-    gml_backend *be = gml_gpt_backend(m);
-    gml_adamw *opt = gml_zero_optimizer(z);
-    size_t lo, hi;
-    gml_adamw_range(opt, &lo, &hi);
-    GML_CHECK(gml_gpt_set_params_host(m, h->t[0]));
-    if (hi > lo) {
-        GML_CHECK(be->iface->memcpy_h2d(be, gml_adamw_m(opt), h->t[1] + lo, (hi - lo) * 4));
-        GML_CHECK(be->iface->memcpy_h2d(be, gml_adamw_v(opt), h->t[2] + lo, (hi - lo) * 4));
-    }
-    gml_adamw_set_t(opt, (int)man->adam_t);
+    GML_CHECK(gml_zero_restore(z, h->t[0], h->t[1], h->t[2], (int)man->adam_t));
     prog->step = man->step;
     prog->loader_epoch = man->loader_epoch;
     prog->loader_index = man->loader_index;
@@ -534,7 +512,7 @@ static gml_status try_load(const char *path, gml_gpt *m, gml_zero *z, const gml_
     gml_status st = read_state(path, m, &h, &man, damaged);
     if (st == GML_OK) *damaged = 0;
     st = agree(mesh->world_c, st, "reading the checkpoint");
-    if (st == GML_OK) st = apply_state(m, z, &h, man, prog);
+    if (st == GML_OK) st = apply_state(z, &h, man, prog);
     if (man) {
         host_state_free(&h);
         gml__checkpoint_manifest__free_unpacked(man, NULL);

@@ -114,6 +114,39 @@ gml_adamw *gml_zero_optimizer(gml_zero *z) { return z->opt; }
 int gml_zero_stage(const gml_zero *z) { return z->stage; }
 gml_comm *gml_zero_group(gml_zero *z) { return z->dp; }
 
+void gml_zero_shard_range(const gml_zero *z, size_t *lo, size_t *hi) {
+    size_t a = (size_t)z->rank * z->S, b = a + z->S;
+    *lo = a < z->P ? a : z->P;
+    *hi = b < z->P ? b : z->P;
+}
+
+gml_status gml_zero_download_shard(gml_zero *z, float *master, float *adam_m, float *adam_v) {
+    gml_backend *be = gml_gpt_backend(z->model);
+    size_t lo, hi, olo, ohi;
+    gml_zero_shard_range(z, &lo, &hi);
+    if (hi == lo) return GML_OK;
+    gml_adamw_range(z->opt, &olo, &ohi); /* the optimizer's range covers the shard range */
+    if (lo < olo || hi > ohi)
+        return gml_error_set(GML_ERR_INTERNAL, "shard [%zu, %zu) outside the optimizer range [%zu, %zu)", lo, hi, olo,
+                             ohi);
+    GML_CHECK(be->iface->memcpy_d2h(be, master, gml_gpt_master(z->model) + lo, (hi - lo) * 4));
+    GML_CHECK(be->iface->memcpy_d2h(be, adam_m, gml_adamw_m(z->opt) + (lo - olo), (hi - lo) * 4));
+    return be->iface->memcpy_d2h(be, adam_v, gml_adamw_v(z->opt) + (lo - olo), (hi - lo) * 4);
+}
+
+gml_status gml_zero_restore(gml_zero *z, const float *master, const float *adam_m, const float *adam_v, int adam_t) {
+    gml_backend *be = gml_gpt_backend(z->model);
+    size_t lo, hi;
+    gml_adamw_range(z->opt, &lo, &hi);
+    GML_CHECK(gml_gpt_set_params_host(z->model, master));
+    if (hi > lo) {
+        GML_CHECK(be->iface->memcpy_h2d(be, gml_adamw_m(z->opt), adam_m + lo, (hi - lo) * 4));
+        GML_CHECK(be->iface->memcpy_h2d(be, gml_adamw_v(z->opt), adam_v + lo, (hi - lo) * 4));
+    }
+    gml_adamw_set_t(z->opt, adam_t);
+    return GML_OK;
+}
+
 size_t gml_zero_state_bytes(const gml_zero *z) {
     gml_backend *be = gml_gpt_backend(z->model);
     size_t as = gml_dtype_size(be->act_dtype);

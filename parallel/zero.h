@@ -61,6 +61,21 @@ gml_adamw *gml_zero_optimizer(gml_zero *z);
 int gml_zero_stage(const gml_zero *z);
 gml_comm *gml_zero_group(gml_zero *z);
 
+/* Checkpoint access (checkpoint/ckpt.c goes through these only, so it does
+ * not depend on how a stage stores the state).
+ * Shard range: the part of the flat parameter space [0, P) this rank writes
+ * in a checkpoint, [rank*S, (rank+1)*S) clipped to P, for every stage (stage
+ * 0 ranks hold everything; each still writes only its range). */
+void gml_zero_shard_range(const gml_zero *z, size_t *lo, size_t *hi);
+/* Host copies of this rank's shard range of the fp32 master weights and the
+ * two Adam moments, hi - lo floats each (caller's buffers). Not collective. */
+gml_status gml_zero_download_shard(gml_zero *z, float *master, float *adam_m, float *adam_v);
+/* Restore from full flat host tensors (P floats each, registry order):
+ * every rank passes the whole state and keeps what its stage holds (the
+ * compute copy is refreshed); adam_t: the optimizer's step count. Not
+ * collective. */
+gml_status gml_zero_restore(gml_zero *z, const float *master, const float *adam_m, const float *adam_v, int adam_t);
+
 /* Bytes of model state this rank holds: parameters (+ compute copy), the
  * gradient buffer, Adam moments, the gradient shard. */
 size_t gml_zero_state_bytes(const gml_zero *z);
