@@ -1,7 +1,8 @@
 /* bench_train_step.c — times the full training step (forward, backward,
  * clip, AdamW) of a GPT on random tokens and prints one JSON line per run:
  * tokens/s, ms/step (median), MFU against the backend's datasheet peak, peak
- * memory, the device name.
+ * memory, the device name, whether the micro-step ran as a CUDA graph
+ * (GML_CUDA_GRAPHS=0 turns that off, for a side-by-side comparison).
  *
  * usage: bench_train_step [--device cuda|cpu] [--layers 12] [--heads 12] [--width 768]
  *                         [--context 1024] [--vocab 50257] [--batch 16] [--steps 30] [--warmup 5]
@@ -58,6 +59,8 @@ int main(int argc, char **argv) {
         }
     }
     gml_gpt_config c = {L, NH, C, T, V, (V + 127) / 128 * 128, 0.02f};
+    const char *g = getenv("GML_CUDA_GRAPHS");
+    int graphs_off = g && !strcmp(g, "0");
     gml_backend *be;
     gml_gpt *m;
     gml_adamw *opt;
@@ -83,9 +86,7 @@ int main(int argc, char **argv) {
         double t0 = now_s();
         CHECK(gml_gpt_zero_grads(m));
         CHECK(be->iface->memset_zero(be, acc, 4));
-        CHECK(gml_gpt_forward(m, in, tg, B, T, 1.0f / (float)N));
-        CHECK(gml_gpt_loss_accumulate(m, acc));
-        CHECK(gml_gpt_backward(m));
+        CHECK(gml_gpt_train_micro(m, in, tg, B, T, 1.0f / (float)N, acc)); /* a CUDA graph from step 2 */
         CHECK(gml_adamw_step(opt, 1e-4, NULL));
         CHECK(be->iface->download_f32(be, &loss, acc, GML_DTYPE_F32, 1));
         double t1 = now_s();
@@ -99,9 +100,9 @@ int main(int argc, char **argv) {
     double mfu = be->peak_flops > 0 ? gml_gpt_flops_per_token(m, T) * tps / be->peak_flops : -1;
     printf("{\"bench\":\"train_step\",\"device\":\"%s\",\"backend\":\"%s\",\"layers\":%d,\"width\":%d,"
            "\"context\":%d,\"batch\":%d,\"params\":%zu,\"ms_per_step\":%.3f,\"tokens_per_s\":%.0f,"
-           "\"mfu\":%.4f,\"peak_mem_gib\":%.3f,\"loss\":%.4f}\n",
+           "\"mfu\":%.4f,\"peak_mem_gib\":%.3f,\"loss\":%.4f,\"cuda_graphs\":%s}\n",
            be->device_name, be->name, L, C, T, B, gml_gpt_num_params(m), med * 1e3, tps, mfu,
-           (double)peak / (1024.0 * 1024 * 1024), loss / (double)N);
+           (double)peak / (1024.0 * 1024 * 1024), loss / (double)N, graphs_off ? "false" : "true");
     be->iface->free(be, acc);
     free(in);
     free(tg);

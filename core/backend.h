@@ -183,6 +183,22 @@ struct gml_backend_i {
                                       size_t total, float lr, float beta1, float beta2, float eps,
                                       float weight_decay, float grad_scale, int t);
 
+    /* ---- recorded launches (optional: NULL where a backend has none) ----
+     * graph_begin: from now on the ops called on this backend are recorded
+     * instead of run, until graph_end, which returns the recording in *graph
+     * (owned by the caller: graph_free). In between, nothing that waits for
+     * the device may be called (transfers, download_f32, synchronize). If an
+     * op fails while recording, call graph_end anyway (it ends the recording
+     * and reports the failure) and run the ops again unrecorded.
+     * graph_launch runs a recording as one launch, with the buffers and
+     * arguments it was recorded with; *stale = 1 and nothing runs when a
+     * backend-private buffer it used (scratch) has been reallocated since:
+     * free it and record again. */
+    gml_status (*graph_begin)(gml_backend *be);
+    gml_status (*graph_end)(gml_backend *be, void **graph);
+    gml_status (*graph_launch)(gml_backend *be, void *graph, int *stale);
+    void (*graph_free)(gml_backend *be, void *graph);
+
     /* ---- lifetime ---- */
     void (*destroy)(gml_backend *be);
 };

@@ -90,6 +90,13 @@ struct gml_gpt {
     void *ready_ctx;
     uint32_t drop_threshold;
     float drop_scale;
+
+    /* gml_gpt_train_micro's recording of a micro-step and what it was
+     * recorded for; graph_seen: one unrecorded run with these arguments done */
+    void *graph;
+    int graph_seen, graph_off, graph_B, graph_T;
+    float graph_dscale;
+    float *graph_acc;
 };
 
 /* ------------------------------------------------------------------ */
@@ -196,6 +203,8 @@ static size_t layout_acts(gml_gpt *m, uintptr_t base) {
 /* ------------------------------------------------------------------ */
 /* lifetime */
 
+static void graph_drop(gml_gpt *m);
+
 gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max, int T_max, int recompute,
                           gml_gpt **out) {
     *out = NULL;
@@ -218,6 +227,8 @@ gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max,
     m->recompute = recompute;
     m->drop_threshold = gml_dropout_threshold(cfg->dropout);
     m->drop_scale = 1.0f / (1.0f - cfg->dropout);
+    const char *graphs = getenv("GML_CUDA_GRAPHS");
+    m->graph_off = graphs && strcmp(graphs, "0") == 0;
     m->as = gml_dtype_size(be->act_dtype);
     gml_params_init(&m->reg);
     m->bp = calloc((size_t)cfg->n_layer, sizeof *m->bp);
@@ -259,6 +270,7 @@ fail:
 void gml_gpt_destroy(gml_gpt *m) {
     if (!m) return;
     gml_backend *be = m->be;
+    graph_drop(m);
     if (m->act_base) be->iface->free(be, m->act_base);
     if (m->compute && m->compute != (void *)m->master) be->iface->free(be, m->compute);
     if (m->grads) be->iface->free(be, m->grads);
@@ -463,7 +475,9 @@ static gml_status layer_backward(gml_gpt *m, const layer *ly) {
     return gml_error_set(GML_ERR_INTERNAL, "unknown layer kind %d", (int)ly->kind);
 }
 
-gml_status gml_gpt_forward(gml_gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T, float dscale) {
+/* Check and upload a micro-batch, and set what the forward of it needs. */
+static gml_status stage_inputs(gml_gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T,
+                               float dscale) {
     if (B < 1 || B > m->B_max || T < 1 || T > m->T_max)
         return gml_error_set(GML_ERR_INVALID_ARG, "micro-batch %dx%d exceeds the model's %dx%d", B, T, m->B_max,
                              m->T_max);
@@ -481,9 +495,18 @@ gml_status gml_gpt_forward(gml_gpt *m, const int32_t *inputs, const int32_t *tar
     m->T = T;
     m->has_grad_logits = 0;
     m->dropout_on = targets != NULL && dscale != 0.0f && m->cfg.dropout > 0.0f;
-    for (int i = 0; i < m->n_layers; i++) GML_CHECK(layer_forward(m, &m->layers[i], dscale, targets != NULL));
-    m->has_grad_logits = targets != NULL && dscale != 0.0f;
     return GML_OK;
+}
+
+static gml_status run_forward(gml_gpt *m, float dscale, int with_targets) {
+    for (int i = 0; i < m->n_layers; i++) GML_CHECK(layer_forward(m, &m->layers[i], dscale, with_targets));
+    m->has_grad_logits = with_targets && dscale != 0.0f;
+    return GML_OK;
+}
+
+gml_status gml_gpt_forward(gml_gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T, float dscale) {
+    GML_CHECK(stage_inputs(m, inputs, targets, B, T, dscale));
+    return run_forward(m, dscale, targets != NULL);
 }
 
 void gml_gpt_set_dropout_key(gml_gpt *m, uint64_t key, uint64_t first_row) {
@@ -511,9 +534,7 @@ static void layer_range(const gml_gpt *m, const layer *ly, size_t *lo, size_t *h
     *hi = a > b ? a : b;
 }
 
-gml_status gml_gpt_backward(gml_gpt *m) {
-    if (!m->has_grad_logits)
-        return gml_error_set(GML_ERR_INVALID_ARG, "backward without a training forward (targets and dscale)");
+static gml_status run_backward(gml_gpt *m) {
     for (int i = m->n_layers - 1; i >= 0; i--) {
         GML_CHECK(layer_backward(m, &m->layers[i]));
         if (m->ready_fn) {
@@ -524,6 +545,81 @@ gml_status gml_gpt_backward(gml_gpt *m) {
     }
     m->has_grad_logits = 0;
     return GML_OK;
+}
+
+gml_status gml_gpt_backward(gml_gpt *m) {
+    if (!m->has_grad_logits)
+        return gml_error_set(GML_ERR_INVALID_ARG, "backward without a training forward (targets and dscale)");
+    return run_backward(m);
+}
+
+/* ------------------------------------------------------------------ */
+/* a training micro-step, recorded once and replayed (backend graph_*) */
+
+static void graph_drop(gml_gpt *m) {
+    if (m->graph) m->be->iface->graph_free(m->be, m->graph);
+    m->graph = NULL;
+    m->graph_seen = 0;
+}
+
+/* The device work of a micro-step after stage_inputs. */
+static gml_status micro_body(gml_gpt *m, float dscale, float *loss_acc) {
+    GML_CHECK(run_forward(m, dscale, 1));
+    GML_CHECK(gml_gpt_loss_accumulate(m, loss_acc));
+    return run_backward(m);
+}
+
+/* Record the micro-step's work and keep the recording; on any failure end
+ * the recording, switch recording off for this model and say so once. */
+static gml_status graph_record(gml_gpt *m, float dscale, float *loss_acc) {
+    const struct gml_backend_i *o = m->be->iface;
+    GML_CHECK(o->graph_begin(m->be));
+    gml_status st = micro_body(m, dscale, loss_acc);
+    void *g = NULL;
+    gml_status end = o->graph_end(m->be, &g);
+    if (st == GML_OK) st = end;
+    if (st != GML_OK) {
+        if (g) o->graph_free(m->be, g);
+        fprintf(stderr, "gml-dist: note: recording the training step as a CUDA graph failed (%s); running it "
+                        "launch by launch\n", gml_error_message());
+        m->graph_off = 1;
+        return micro_body(m, dscale, loss_acc); /* nothing recorded ran: run it now */
+    }
+    m->graph = g;
+    int stale = 0;
+    GML_CHECK(o->graph_launch(m->be, g, &stale));
+    return stale ? micro_body(m, dscale, loss_acc) : GML_OK;
+}
+
+gml_status gml_gpt_train_micro(gml_gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T, float dscale,
+                               float *loss_acc) {
+    if (!targets || dscale == 0.0f)
+        return gml_error_set(GML_ERR_INVALID_ARG, "a training micro-step needs targets and dscale != 0");
+    GML_CHECK(stage_inputs(m, inputs, targets, B, T, dscale));
+    const struct gml_backend_i *o = m->be->iface;
+    int can = o->graph_begin && !m->graph_off && !m->ready_fn && !m->dropout_on;
+    if (!can) {
+        graph_drop(m);
+        return micro_body(m, dscale, loss_acc);
+    }
+    int same = m->graph_seen && m->graph_B == B && m->graph_T == T && m->graph_dscale == dscale &&
+               m->graph_acc == loss_acc;
+    if (!same) graph_drop(m);
+    if (m->graph) {
+        int stale = 0;
+        GML_CHECK(o->graph_launch(m->be, m->graph, &stale));
+        if (!stale) {
+            m->has_grad_logits = 0;
+            return GML_OK;
+        }
+        graph_drop(m); /* scratch moved: run once unrecorded, record next time */
+        same = 0;
+    }
+    if (same) return graph_record(m, dscale, loss_acc);
+    /* first time with these arguments: run unrecorded, so every lazily
+     * allocated workspace exists before a recording */
+    m->graph_seen = 1, m->graph_B = B, m->graph_T = T, m->graph_dscale = dscale, m->graph_acc = loss_acc;
+    return micro_body(m, dscale, loss_acc);
 }
 
 gml_status gml_gpt_loss_accumulate(gml_gpt *m, float *acc_dev) {

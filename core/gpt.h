@@ -91,6 +91,15 @@ void gml_gpt_set_grads_ready_hook(gml_gpt *m, gml_grads_ready_fn fn, void *ctx);
 /* Backward of the last forward; gradients ACCUMULATE into the fp32 grads. */
 gml_status gml_gpt_backward(gml_gpt *m);
 gml_status gml_gpt_zero_grads(gml_gpt *m);
+/* One training micro-step: gml_gpt_forward (targets and dscale != 0), then
+ * gml_gpt_loss_accumulate(loss_acc), then gml_gpt_backward, with the same
+ * results. Where the backend can record launches (CUDA graphs) and the model
+ * runs without a grads-ready hook and without dropout, the second call with
+ * the same (B, T, dscale, loss_acc) records the device work and later calls
+ * replay it as one launch (the host still checks and uploads the tokens).
+ * GML_CUDA_GRAPHS=0 in the environment turns recording off. */
+gml_status gml_gpt_train_micro(gml_gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T, float dscale,
+                               float *loss_acc);
 /* Device scalar += sum of the last forward's per-token losses. */
 gml_status gml_gpt_loss_accumulate(gml_gpt *m, float *acc_dev);
 /* Host copy of the logits of row (b, t) of the last forward without dscale:

@@ -194,10 +194,8 @@ static gml_status train_loop(trainer *t) {
             uint64_t micro_index = (uint64_t)step * (uint64_t)accum + (uint64_t)micro;
             gml_gpt_set_dropout_key(t->model, gml_mix64(cfg->train->seed ^ gml_mix64(micro_index)),
                                     (uint64_t)t->mesh->dp_rank * (uint64_t)t->B);
-            GML_CHECK(gml_gpt_forward(t->model, t->inputs, t->targets, t->B, t->T, dscale));
-            GML_CHECK(gml_gpt_loss_accumulate(t->model, t->loss_acc));
             if (micro == accum - 1) gml_zero_before_last_backward(t->opt); /* overlap the reduction */
-            GML_CHECK(gml_gpt_backward(t->model));
+            GML_CHECK(gml_gpt_train_micro(t->model, t->inputs, t->targets, t->B, t->T, dscale, t->loss_acc));
         }
         double lr = gml_lr_at(&sched, step), norm = 0.0;
         GML_CHECK(gml_zero_step(t->opt, lr, &norm)); /* reduce over dp, clip, update, gather */

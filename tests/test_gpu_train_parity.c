@@ -5,7 +5,8 @@
  * the loss must fall on both; once without and once with dropout (both
  * backends draw the same masks, core/dropout.h). And two GPU runs give the
  * same losses and final weights bit for bit (no atomics or other order
- * dependence in any kernel: what bit-for-bit resume will rest on). Skipped
+ * dependence in any kernel: what bit-for-bit resume will rest on), and the
+ * micro-step replayed from a CUDA graph equals the one launched op by op. Skipped
  * (exit 77) without a CUDA device. */
 #include <math.h>
 #include <setjmp.h>
@@ -32,8 +33,10 @@ static const gml_gpt_config CFG = {.n_layer = 2, .n_head = 4, .n_embd = 64, .blo
                                    .padded_vocab_size = 64, .init_std = 0.02f};
 enum { B = 8, T = 64 };
 
-/* params_out: (*n_out) final master weights, or NULL */
-static void run(const char *kind, float dropout, double *losses, float **params_out, size_t *n_out) {
+/* params_out: (*n_out) final master weights, or NULL. micro: train through
+ * gml_gpt_train_micro (recorded as a CUDA graph from its second call on)
+ * instead of forward + loss_accumulate + backward launch by launch. */
+static void run_with(const char *kind, float dropout, int micro, double *losses, float **params_out, size_t *n_out) {
     gml_backend *be;
     gml_gpt *m;
     gml_adamw *opt;
@@ -65,9 +68,13 @@ static void run(const char *kind, float dropout, double *losses, float **params_
         assert_int_equal(gml_gpt_zero_grads(m), GML_OK);
         gml_gpt_set_dropout_key(m, 1000 + (uint64_t)step, 0);
         assert_int_equal(be->iface->memset_zero(be, acc, 4), GML_OK);
-        assert_int_equal(gml_gpt_forward(m, in, tg, B, T, 1.0f / (B * T)), GML_OK);
-        assert_int_equal(gml_gpt_loss_accumulate(m, acc), GML_OK);
-        assert_int_equal(gml_gpt_backward(m), GML_OK);
+        if (micro) {
+            assert_int_equal(gml_gpt_train_micro(m, in, tg, B, T, 1.0f / (B * T), acc), GML_OK);
+        } else {
+            assert_int_equal(gml_gpt_forward(m, in, tg, B, T, 1.0f / (B * T)), GML_OK);
+            assert_int_equal(gml_gpt_loss_accumulate(m, acc), GML_OK);
+            assert_int_equal(gml_gpt_backward(m), GML_OK);
+        }
         assert_int_equal(gml_adamw_step(opt, 3e-3, NULL), GML_OK);
         float s;
         assert_int_equal(be->iface->download_f32(be, &s, acc, GML_DTYPE_F32, 1), GML_OK);
@@ -83,6 +90,10 @@ static void run(const char *kind, float dropout, double *losses, float **params_
     gml_adamw_destroy(opt);
     gml_gpt_destroy(m);
     gml_backend_destroy(be);
+}
+
+static void run(const char *kind, float dropout, double *losses, float **params_out, size_t *n_out) {
+    run_with(kind, dropout, 0, losses, params_out, n_out);
 }
 
 static void curves_track(float dropout) {
@@ -119,6 +130,26 @@ static void test_gpu_runs_bit_identical(void **state) {
     free(pb);
 }
 
+/* The recorded micro-step (CUDA graph, replayed from the third step on) does
+ * exactly the work of the launch-by-launch one: same losses and weights, bit
+ * for bit, over every step. */
+static void test_graph_replay_bit_identical(void **state) {
+    (void)state;
+    double la[STEPS], lb[STEPS];
+    float *pa = NULL, *pb = NULL;
+    size_t na = 0, nb = 0;
+    run_with("cuda", 0.0f, 0, la, &pa, &na);
+    run_with("cuda", 0.0f, 1, lb, &pb, &nb);
+    assert_int_equal(na, nb);
+    for (int s = 0; s < STEPS; s++) {
+        if (memcmp(&la[s], &lb[s], sizeof la[s]) != 0)
+            fail_msg("step %d: loss %.9g launch by launch, %.9g replayed", s, la[s], lb[s]);
+    }
+    assert_memory_equal(pa, pb, na * sizeof *pa);
+    free(pa);
+    free(pb);
+}
+
 static void test_loss_curves_track(void **state) {
     (void)state;
     curves_track(0.0f);
@@ -136,6 +167,7 @@ int main(void) {
     }
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_loss_curves_track),
                                        cmocka_unit_test(test_loss_curves_track_dropout),
-                                       cmocka_unit_test(test_gpu_runs_bit_identical)};
+                                       cmocka_unit_test(test_gpu_runs_bit_identical),
+                                       cmocka_unit_test(test_graph_replay_bit_identical)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

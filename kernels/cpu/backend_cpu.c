@@ -167,6 +167,7 @@ static const struct gml_backend_i cpu_iface = {
     .sumsq_accumulate = gml_cpu_sumsq_accumulate,
     .adamw_update = gml_cpu_adamw_update,
     .adamw_update_pieces = gml_cpu_adamw_update_pieces,
+    /* graph_*: NULL, ops run as they are called (nothing to record) */
     .destroy = cpu_destroy,
 };
 

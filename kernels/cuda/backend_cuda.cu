@@ -49,6 +49,7 @@ gml_status gml_cuda_scratch(gml_cuda_ctx *ctx, size_t bytes, void **out) {
                                  ctx->device, cudaGetErrorString(e));
         }
         ctx->scratch_bytes = want;
+        ctx->scratch_gen++; /* recorded graphs that used the old buffer are stale */
     }
     *out = ctx->scratch;
     return GML_OK;
@@ -305,6 +306,10 @@ static const struct gml_backend_i cuda_iface = {
     /* .sumsq_accumulate = */ gml_cuda_sumsq_accumulate,
     /* .adamw_update = */ gml_cuda_adamw_update,
     /* .adamw_update_pieces = */ gml_cuda_adamw_update_pieces,
+    /* .graph_begin = */ gml_cuda_graph_begin,
+    /* .graph_end = */ gml_cuda_graph_end,
+    /* .graph_launch = */ gml_cuda_graph_launch,
+    /* .graph_free = */ gml_cuda_graph_free,
     /* .destroy = */ cuda_destroy,
 };
 

@@ -92,6 +92,7 @@ typedef struct {
     gml_cuda_lt_cache *lt_cache; /* matmul.cu's (gml_cuda_matmul_release frees it); NULL until used */
     void *scratch;               /* grow-only device scratch for partial sums etc. */
     size_t scratch_bytes;        /* bytes */
+    uint64_t scratch_gen;        /* bumped at each reallocation of scratch (graph.cu) */
     void *staging;               /* grow-only host buffer for upload/download conversions */
     size_t staging_bytes;        /* bytes */
     /* open-addressing hash (linear probing) of live allocations */
@@ -193,5 +194,10 @@ gml_status gml_cuda_adamw_update_pieces(gml_backend *be, float *param, void *par
                                         float *v, const gml_adamw_piece *pieces, int n_pieces, size_t total, float lr,
                                         float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                                         int t);
+/* graph.cu: recorded launches (core/backend.h, graph_*) */
+gml_status gml_cuda_graph_begin(gml_backend *be);
+gml_status gml_cuda_graph_end(gml_backend *be, void **graph);
+gml_status gml_cuda_graph_launch(gml_backend *be, void *graph, int *stale);
+void gml_cuda_graph_free(gml_backend *be, void *graph);
 
 #endif
