@@ -102,7 +102,7 @@ int main(int argc, char **argv) {
            "\"context\":%d,\"batch\":%d,\"params\":%zu,\"ms_per_step\":%.3f,\"tokens_per_s\":%.0f,"
            "\"mfu\":%.4f,\"peak_mem_gib\":%.3f,\"loss\":%.4f,\"cuda_graphs\":%s}\n",
            be->device_name, be->name, L, C, T, B, gml_gpt_num_params(m), med * 1e3, tps, mfu,
-           (double)peak / (1024.0 * 1024 * 1024), loss / (double)N, graphs_off ? "false" : "true");
+           (double)peak / (1024.0 * 1024 * 1024), loss / (double)N, be->iface->graph_begin && !graphs_off ? "true" : "false");
     be->iface->free(be, acc);
     free(in);
     free(tg);
