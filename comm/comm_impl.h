@@ -21,11 +21,15 @@ struct gml_comm {
 
 struct gml_comm_req {
     MPI_Request req;          /* MPI group */
+    MPI_Comm mpi;             /* MPI group: its communicator (the roll call after a timeout) */
     void *event;              /* device group: cudaEvent_t recorded after the collective */
     gml_comm *comm;
     char what[32], group[16]; /* for messages */
     int grank, gsize;
 };
+
+/* comm_mpi.c: the limit of every wait, parallel.timeout_s (gml_comm_set_timeout) */
+double gml_comm_timeout_s(void);
 
 /* comm_nccl.c (weak in comm_mpi.c: absent in builds without CUDA/NCCL) */
 /* Each op: the group's stream waits for the work queued so far on compute,

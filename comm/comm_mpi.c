@@ -89,6 +89,7 @@ void gml_comm_abort(int code) {
 const char *gml_comm_where(void) { return g_world > 1 ? g_where : ""; }
 
 void gml_comm_set_timeout(double seconds) { g_timeout_s = seconds > 0 ? seconds : 300.0; }
+double gml_comm_timeout_s(void) { return g_timeout_s; }
 
 static double mono_s(void) {
     struct timespec ts;
@@ -96,9 +97,56 @@ static double mono_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+#define PROBE_TAG 0x676d6c  /* "gml": the after-timeout roll call, apart from any collective */
+#define PROBE_WINDOW_S 3.0
+
+/* After a wait on group `mpi` timed out: who is missing? Every member whose
+ * wait timed out sends its rank to all others and listens PROBE_WINDOW_S for
+ * theirs; the members not heard from died, hang, or are stuck elsewhere.
+ * Writes them as "1, 3" into out ("none" if all answered). */
+static void roll_call(MPI_Comm mpi, int rank, int size, char *out, size_t cap) {
+    char *heard = calloc((size_t)size, 1);
+    MPI_Request *sends = calloc((size_t)size, sizeof *sends);
+    snprintf(out, cap, "unknown (out of host memory)");
+    if (!heard || !sends) goto done;
+    heard[rank] = 1;
+    for (int r = 0; r < size; r++) {
+        sends[r] = MPI_REQUEST_NULL;
+        if (r != rank) (void)MPI_Isend(&rank, 1, MPI_INT, r, PROBE_TAG, mpi, &sends[r]);
+    }
+    int missing = size - 1;
+    for (double t0 = mono_s(); missing > 0 && mono_s() - t0 < PROBE_WINDOW_S;) {
+        int flag = 0;
+        MPI_Status stt;
+        if (MPI_Iprobe(MPI_ANY_SOURCE, PROBE_TAG, mpi, &flag, &stt) == MPI_SUCCESS && flag) {
+            int who = -1;
+            (void)MPI_Recv(&who, 1, MPI_INT, stt.MPI_SOURCE, PROBE_TAG, mpi, MPI_STATUS_IGNORE);
+            if (stt.MPI_SOURCE >= 0 && stt.MPI_SOURCE < size && !heard[stt.MPI_SOURCE]) {
+                heard[stt.MPI_SOURCE] = 1;
+                missing--;
+            }
+        } else {
+            struct timespec nap = {0, 1000000};
+            nanosleep(&nap, NULL);
+        }
+    }
+    for (int r = 0; r < size; r++)
+        if (sends[r] != MPI_REQUEST_NULL) (void)MPI_Request_free(&sends[r]); /* the job is ending */
+    size_t len = 0;
+    out[0] = '\0';
+    for (int r = 0; r < size && len + 16 < cap; r++)
+        if (!heard[r]) len += (size_t)snprintf(out + len, cap - len, "%s%d", len ? ", " : "", r);
+    if (!len) snprintf(out, cap, "none");
+done:
+    free(heard);
+    free(sends);
+}
+
 /* MPI_Wait with a deadline: MPI_Test, spinning briefly, then napping 50 us
- * between tests. On timeout the request is left (the job is about to end). */
-static gml_status wait_deadline(MPI_Request *r, const char *what, const char *group, int grank, int gsize) {
+ * between tests. On timeout the request is left (the job is about to end)
+ * and a roll call names the members that did not answer. */
+static gml_status wait_deadline(MPI_Request *r, MPI_Comm mpi, const char *what, const char *group, int grank,
+                                int gsize) {
     double t0 = mono_s();
     for (long spins = 0;; spins++) {
         int done = 0;
@@ -113,11 +161,14 @@ static gml_status wait_deadline(MPI_Request *r, const char *what, const char *gr
         }
         if (done) return GML_OK;
         if (spins > 2000) {
-            if (mono_s() - t0 > g_timeout_s)
+            if (mono_s() - t0 > g_timeout_s) {
+                char missing[256];
+                roll_call(mpi, grank, gsize, missing, sizeof missing);
                 return gml_error_set(GML_ERR_COMM, "%s on group '%s' did not complete within %.0f s (rank %d of %d "
-                                     "there; world rank %d on %s): a peer rank died or hangs "
-                                     "---> HINT: parallel.timeout_s sets the limit",
-                                     what, group, g_timeout_s, grank, gsize, g_rank, g_host);
+                                     "there; world rank %d on %s); no answer from rank(s) %s of '%s' (dead, hung "
+                                     "or stuck elsewhere) ---> HINT: parallel.timeout_s sets the limit",
+                                     what, group, g_timeout_s, grank, gsize, g_rank, g_host, missing, group);
+            }
             struct timespec nap = {0, 50000};
             nanosleep(&nap, NULL);
         }
@@ -191,13 +242,14 @@ static gml_status count_ok(size_t n, const char *what, const gml_comm *c) {
 
 /* Wait for r now (req NULL) or hand it out as *req. */
 static gml_status finish(gml_comm *c, MPI_Request r, const char *what, gml_comm_req **req) {
-    if (!req) return wait_deadline(&r, what, c->name, c->rank, c->size);
+    if (!req) return wait_deadline(&r, c->mpi, what, c->name, c->rank, c->size);
     gml_comm_req *q = calloc(1, sizeof *q);
     if (!q) {
         MPI_Wait(&r, MPI_STATUS_IGNORE);
         return gml_error_set(GML_ERR_NOMEM, "out of host memory");
     }
     q->req = r;
+    q->mpi = c->mpi;
     snprintf(q->what, sizeof q->what, "%s", what);
     snprintf(q->group, sizeof q->group, "%s", c->name);
     q->grank = c->rank;
@@ -244,7 +296,7 @@ gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gm
 gml_status gml_comm_barrier(gml_comm *c) {
     MPI_Request r;
     MPI_TRY(MPI_Ibarrier(c->mpi, &r), "barrier", c);
-    return wait_deadline(&r, "barrier", c->name, c->rank, c->size);
+    return wait_deadline(&r, c->mpi, "barrier", c->name, c->rank, c->size);
 }
 
 gml_status gml_comm_wait(gml_comm_req **req) {
@@ -252,7 +304,7 @@ gml_status gml_comm_wait(gml_comm_req **req) {
     gml_comm_req *q = *req;
     *req = NULL;
     gml_status st = q->event && gml_nccl_wait ? gml_nccl_wait(q)
-                                             : wait_deadline(&q->req, q->what, q->group, q->grank, q->gsize);
+                                             : wait_deadline(&q->req, q->mpi, q->what, q->group, q->grank, q->gsize);
     free(q);
     return st;
 }

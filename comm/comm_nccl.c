@@ -5,15 +5,125 @@
  * after it; gml_comm_wait (or, without a request, the op itself) makes the
  * compute stream wait for its completion event. The host never blocks.
  * Errors name the operation, group, rank, host and NCCL's reason.
+ *
+ * Watchdog: the host never waits on NCCL, so a collective that never
+ * completes (a peer died or hangs) would stall the next host read of a
+ * device value forever. Every collective leaves a second event with a
+ * watchdog thread, which polls the events; one not done after
+ * parallel.timeout_s (gml_comm_timeout_s) gets a message naming the
+ * operation, group, sequence number, rank and host on stderr, and the
+ * process exits with code 1, which makes mpirun / srun end the job.
+ * (The thread cannot make MPI calls at thread level FUNNELED, so unlike
+ * the MPI path it does not name the peer that is missing.)
  * Built only with the CUDA backend and NCCL (see CMakeLists.txt).
  */
 #include <cuda_runtime_api.h>
 #include <nccl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "comm/comm_impl.h"
+
+/* ------------------------------------------------------------ watchdog */
+
+#define WATCH_MAX 4096 /* collectives in flight at once; beyond it new ones go unwatched */
+
+typedef struct {
+    cudaEvent_t ev;
+    double t0;
+    unsigned long long seq;
+    char what[32], group[16];
+    int rank, size;
+} watch;
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_once_t once;
+    int started, device;
+    watch w[WATCH_MAX];
+    int n;
+    unsigned long long seq;
+} g_wd = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_ONCE_INIT, 0, 0, {{0}}, 0, 0};
+
+static double wd_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *wd_main(void *arg) {
+    (void)arg;
+    if (cudaSetDevice(g_wd.device) != cudaSuccess) return NULL;
+    for (;;) {
+        struct timespec nap = {0, 100 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+        double limit = gml_comm_timeout_s(), now = wd_now();
+        pthread_mutex_lock(&g_wd.mu);
+        for (int i = 0; i < g_wd.n;) {
+            watch *w = &g_wd.w[i];
+            cudaError_t q = cudaEventQuery(w->ev);
+            if (q == cudaErrorNotReady && now - w->t0 <= limit) {
+                i++;
+                continue;
+            }
+            if (q == cudaErrorNotReady) {
+                const char *where = gml_comm_where();
+                fprintf(stderr, "gml-dist: %s%serror: NCCL %s #%llu on group '%s' (rank %d of %d there) did not "
+                                "complete within %.0f s: a peer rank died or hangs ---> HINT: parallel.timeout_s "
+                                "sets the limit\n",
+                        where, where[0] ? ": " : "", w->what, w->seq, w->group, w->rank, w->size, limit);
+                fflush(stdout);
+                fflush(stderr);
+                _exit(1); /* MPI_Abort is not ours to call from this thread; mpirun ends the job */
+            }
+            (void)cudaEventDestroy(w->ev); /* done (or failed: the op's own error path reports it) */
+            g_wd.w[i] = g_wd.w[--g_wd.n];
+        }
+        pthread_mutex_unlock(&g_wd.mu);
+    }
+    return NULL;
+}
+
+static void wd_start(void) {
+    pthread_t t;
+    pthread_attr_t a;
+    if (pthread_attr_init(&a) != 0) return;
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &a, wd_main, NULL) == 0) g_wd.started = 1;
+    pthread_attr_destroy(&a);
+}
+
+/* Watch the collective just queued on c->stream. Best effort: a failure
+ * here leaves the op unwatched, never fails it. */
+static void wd_watch(gml_comm *c, const char *what) {
+    cudaEvent_t ev;
+    if (cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) != cudaSuccess) return;
+    if (cudaEventRecord(ev, (cudaStream_t)c->stream) != cudaSuccess) {
+        cudaEventDestroy(ev);
+        return;
+    }
+    pthread_mutex_lock(&g_wd.mu);
+    g_wd.device = c->device;
+    g_wd.seq++;
+    if (g_wd.n < WATCH_MAX) {
+        watch *w = &g_wd.w[g_wd.n++];
+        w->ev = ev;
+        w->t0 = wd_now();
+        w->seq = g_wd.seq;
+        snprintf(w->what, sizeof w->what, "%s", what);
+        snprintf(w->group, sizeof w->group, "%s", c->name);
+        w->rank = c->rank;
+        w->size = c->size;
+        ev = NULL;
+    }
+    pthread_mutex_unlock(&g_wd.mu);
+    if (ev) cudaEventDestroy(ev);
+    pthread_once(&g_wd.once, wd_start);
+}
 
 static gml_status nccl_fail(ncclResult_t r, const char *what, const gml_comm *c, const char *file, int line) {
     return gml_error_set_at(GML_ERR_COMM, file, line, "NCCL %s on group '%s' (rank %d of %d, %s): %s", what,
@@ -68,6 +178,7 @@ static gml_status begin(gml_comm *c) {
 
 /* completion event after it: to *req, or waited for by compute now */
 static gml_status end(gml_comm *c, const char *what, gml_comm_req **req) {
+    wd_watch(c, what);
     cudaEvent_t ev;
     CUDA_TRY(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
     CUDA_TRY(cudaEventRecord(ev, (cudaStream_t)c->stream), "cudaEventRecord after a collective");

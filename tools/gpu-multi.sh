@@ -2,7 +2,8 @@
 # gpu-multi.sh — multi-GPU checks on a GPU host with N >= 2 GPUs, one call:
 # build; bf16 parity of dp=N against one GPU on the same global batch
 # (shakespeare-char, 50 steps); then GPT-2 124M at 16 x 1024 tokens per GPU
-# per step: tokens/s and peak memory for 1..N GPUs x ZeRO 0/1/2.
+# per step: tokens/s and peak memory for 1..N GPUs x ZeRO 0/1/2/3; then the
+# NCCL watchdog: rank 1 SIGSTOPped after step 5, parallel.timeout_s=10.
 # Usage: tools/gpu-multi.sh OUTDIR [N]
 set -uo pipefail
 out=${1:?OUTDIR}; N=${2:-2}; mkdir -p "$out"
@@ -31,7 +32,7 @@ awk -v n=$N 'NR == FNR { a[$1] = $2; next } ($1 in a) {
   <(loss $w/p1/metrics.jsonl) <(loss $w/pN/metrics.jsonl)
 big="data.path=data/shakespeare_char.h5 train.steps=30 eval.every=0 eval.batches=1 sample.tokens=0 log.every=10 log.tensorboard=false"
 printf "%-6s %-5s %-12s %-10s %s\n" gpus zero tokens/s per-GPU peak | tee "$out/scaling.txt"
-for n in $(seq 1 $N); do for z in 0 1 2; do
+for n in $(seq 1 $N); do for z in 0 1 2 3; do
   [ $n -eq 1 ] && [ $z -gt 0 ] && continue
   $MPI -np $n build/gml-dist configs/gpt2-124m.yaml $big parallel.zero=$z train.out_dir=$w/s${n}_$z \
     >"$out/s${n}_$z.log" 2>&1 || { echo "np=$n zero=$z failed: $(tail -2 $out/s${n}_$z.log)"; continue; }
@@ -39,4 +40,10 @@ for n in $(seq 1 $N); do for z in 0 1 2; do
   tok=$(echo "$line" | grep -oE '[0-9.]+k tok/s'); mem=$(grep -o 'peak memory per rank (MiB): .*' "$out/s${n}_$z.log")
   printf "%-6s %-5s %-12s %s | %s\n" $n $z "$tok" "$(echo "$line" | grep -oE 'mem [0-9.]+ [GM]iB')" "$mem" | tee -a "$out/scaling.txt"
 done; done
+# a hung rank under NCCL: the others' watchdog must end the job (timeout 10 s)
+t0=$(date +%s.%N)
+GML_TEST_FAULT=1,5,STOP timeout 180 $MPI -x GML_TEST_FAULT -np 2 build/gml-dist configs/shakespeare-char.yaml $par \
+  train.steps=100000 parallel.timeout_s=10 train.out_dir=$w/hang >"$out/hang.log" 2>&1; rc=$?
+echo "rank 1 SIGSTOPped after step 5: job ended with exit $rc after $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s (124 = hang)"
+grep -m2 -E "did not complete|error" "$out/hang.log"
 rm -rf "$w"
