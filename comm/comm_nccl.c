@@ -149,8 +149,14 @@ gml_status gml_nccl_init(gml_comm *c) {
     if (MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, c->mpi) != MPI_SUCCESS)
         return gml_error_set(GML_ERR_COMM, "broadcasting the NCCL id over group '%s' failed", c->name);
     CUDA_TRY(cudaSetDevice(c->device), "cudaSetDevice");
+    /* the highest priority: a bucket's all-reduce gets SMs as soon as it is
+     * queued instead of after the backward kernels already waiting */
+    int lo = 0, hi = 0;
+    CUDA_TRY(cudaDeviceGetStreamPriorityRange(&lo, &hi), "cudaDeviceGetStreamPriorityRange");
+    const char *np = getenv("GML_NCCL_STREAM_PRIORITY"); /* "0": normal priority (for measurements) */
     cudaStream_t s;
-    CUDA_TRY(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate (comm)");
+    CUDA_TRY(cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, np && !strcmp(np, "0") ? lo : hi),
+             "cudaStreamCreate (comm)");
     c->stream = s;
     ncclComm_t comm;
     NCCL_TRY(ncclCommInitRank(&comm, c->size, id, c->rank), "ncclCommInitRank", c);

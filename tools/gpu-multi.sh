@@ -31,15 +31,27 @@ awk -v n=$N 'NR == FNR { a[$1] = $2; next } ($1 in a) {
   END { printf "bf16 parity dp=%d zero=1 vs 1 GPU, same global batch: %d steps, worst relative loss difference %.2e (step %d)\n", n, k, w, ws }' \
   <(loss $w/p1/metrics.jsonl) <(loss $w/pN/metrics.jsonl)
 big="data.path=data/shakespeare_char.h5 train.steps=30 eval.every=0 eval.batches=1 sample.tokens=0 log.every=10 log.tensorboard=false"
-printf "%-6s %-5s %-12s %-10s %s\n" gpus zero tokens/s per-GPU peak | tee "$out/scaling.txt"
+printf "%-6s %-5s %-28s %-12s %s\n" gpus zero variant tokens/s "mem | per-rank peak" | tee "$out/scaling.txt"
+scale() { # scale N ZERO LABEL "KEY=VALUE ..." [ENV=VALUE ...]: one 30-step GPT-2 124M run, one table row
+  local n=$1 z=$2 label=$3 extra=$4; shift 4
+  local xs=""; for e in "$@"; do xs="$xs -x ${e%%=*}"; done
+  env "$@" $MPI $xs -np $n build/gml-dist configs/gpt2-124m.yaml $big $extra parallel.zero=$z train.out_dir=$w/s${n}_${z}_$label \
+    >"$out/s${n}_${z}_$label.log" 2>&1 || { echo "np=$n zero=$z $label failed: $(tail -2 $out/s${n}_${z}_$label.log)"; return; }
+  local line tok mem
+  line=$(grep -E "^step +30/30 \| loss" "$out/s${n}_${z}_$label.log")
+  tok=$(echo "$line" | grep -oE '[0-9.]+k tok/s'); mem=$(grep -o 'peak memory per rank (MiB): .*' "$out/s${n}_${z}_$label.log")
+  printf "%-6s %-5s %-28s %-12s %s | %s\n" $n $z "$label" "$tok" "$(echo "$line" | grep -oE 'mem [0-9.]+ [GM]iB')" "$mem" | tee -a "$out/scaling.txt"
+}
 for n in $(seq 1 $N); do for z in 0 1 2 3; do
   [ $n -eq 1 ] && [ $z -gt 0 ] && continue
-  $MPI -np $n build/gml-dist configs/gpt2-124m.yaml $big parallel.zero=$z train.out_dir=$w/s${n}_$z \
-    >"$out/s${n}_$z.log" 2>&1 || { echo "np=$n zero=$z failed: $(tail -2 $out/s${n}_$z.log)"; continue; }
-  line=$(grep -E "^step +30/30 \| loss" "$out/s${n}_$z.log")
-  tok=$(echo "$line" | grep -oE '[0-9.]+k tok/s'); mem=$(grep -o 'peak memory per rank (MiB): .*' "$out/s${n}_$z.log")
-  printf "%-6s %-5s %-12s %s | %s\n" $n $z "$tok" "$(echo "$line" | grep -oE 'mem [0-9.]+ [GM]iB')" "$mem" | tee -a "$out/scaling.txt"
+  scale $n $z default ""
 done; done
+# what the overlap of ZeRO-0's bucketed all-reduce with backward depends on
+scale $N 0 comm-stream-normal-priority "" GML_NCCL_STREAM_PRIORITY=0
+scale $N 0 nccl-4-channels "" NCCL_MAX_NCHANNELS=4
+scale $N 0 nccl-8-channels "" NCCL_MAX_NCHANNELS=8
+scale $N 0 buckets-128MiB "parallel.bucket_mib=128"
+scale $N 0 buckets-8MiB "parallel.bucket_mib=8"
 # a hung rank under NCCL: the others' watchdog must end the job (timeout 10 s)
 t0=$(date +%s.%N)
 GML_TEST_FAULT=1,5,STOP timeout 180 $MPI -x GML_TEST_FAULT -np 2 build/gml-dist configs/shakespeare-char.yaml $par \
