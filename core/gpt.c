@@ -58,11 +58,23 @@ struct gml_gpt {
     int n_layers;
     layer *layers; /* embedding, blocks, head */
 
-    /* parameter buffers, (P) each */
+    /* parameter buffers, (P) each; all NULL with cfg.sharded_params */
     size_t padded;  /* flat buffer length: reg.total rounded up to cfg.shard_ways */
     float *master;
     void *compute; /* == master when act is f32 */
     float *grads;
+
+    /* units (one per layer, see gpt.h): layers address parameters and
+     * gradients through their unit's base. Without a provider the bases
+     * point into compute / grads, fixed at create; with one they are the
+     * windows it handed out, NULL while the unit is not held. */
+    size_t *unit_lo, *unit_hi; /* (n_layers) flat ranges */
+    int *param_unit;           /* (reg.n) unit of each parameter */
+    void **unit_c;             /* (n_layers) act parameters at the unit's first element */
+    float **unit_g;            /* (n_layers) f32 gradients, likewise */
+    unsigned char *fetching;   /* (n_layers) prefetched, not yet acquired */
+    gml_gpt_provider prov;
+    int has_prov;
 
     /* activations and scratch: one allocation */
     void *act_base;
@@ -201,6 +213,108 @@ static size_t layout_acts(gml_gpt *m, uintptr_t base) {
 }
 
 /* ------------------------------------------------------------------ */
+/* units */
+
+static void layer_range(const gml_gpt *m, const layer *ly, size_t *lo, size_t *hi);
+
+/* Unit u = layer u: its flat range, and the unit of every parameter. */
+static gml_status setup_units(gml_gpt *m) {
+    m->param_unit = malloc((size_t)m->reg.n * sizeof *m->param_unit);
+    if (!m->param_unit) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+    for (int i = 0; i < m->reg.n; i++) m->param_unit[i] = -1;
+    for (int u = 0; u < m->n_layers; u++) {
+        layer_range(m, &m->layers[u], &m->unit_lo[u], &m->unit_hi[u]);
+        for (int i = 0; i < m->reg.n; i++) {
+            const gml_param_spec *s = &m->reg.specs[i];
+            if (s->offset >= m->unit_lo[u] && s->offset + s->numel <= m->unit_hi[u]) m->param_unit[i] = u;
+        }
+    }
+    for (int i = 0; i < m->reg.n; i++)
+        if (m->param_unit[i] < 0)
+            return gml_error_set(GML_ERR_INTERNAL, "parameter '%s' belongs to no layer", m->reg.specs[i].name);
+    return GML_OK;
+}
+
+int gml_gpt_num_units(const gml_gpt *m) { return m->n_layers; }
+
+void gml_gpt_unit_range(const gml_gpt *m, int u, size_t *lo, size_t *hi) {
+    *lo = m->unit_lo[u];
+    *hi = m->unit_hi[u];
+}
+
+int gml_gpt_unit_window(const gml_gpt *m, int u) {
+    (void)m;
+    return u == 0 ? 0 : 1 + u % 2;
+}
+
+size_t gml_gpt_window_elems(const gml_gpt *m, int w) {
+    size_t n = 0;
+    for (int u = 0; u < m->n_layers; u++)
+        if (gml_gpt_unit_window(m, u) == w && m->unit_hi[u] - m->unit_lo[u] > n) n = m->unit_hi[u] - m->unit_lo[u];
+    return n;
+}
+
+gml_status gml_gpt_set_provider(gml_gpt *m, const gml_gpt_provider *p) {
+    if (p && !m->cfg.sharded_params)
+        return gml_error_set(GML_ERR_INVALID_ARG, "a parameter provider needs a model created with sharded_params");
+    for (int u = 0; u < m->n_layers && m->cfg.sharded_params; u++) {
+        m->unit_c[u] = NULL;
+        m->unit_g[u] = NULL;
+        m->fetching[u] = 0;
+    }
+    m->has_prov = p != NULL;
+    if (p) m->prov = *p;
+    else memset(&m->prov, 0, sizeof m->prov);
+    return GML_OK;
+}
+
+int gml_gpt_has_hooks(const gml_gpt *m) { return m->ready_fn != NULL || m->has_prov; }
+
+static gml_status need_provider(const gml_gpt *m) {
+    if (m->cfg.sharded_params && !m->has_prov)
+        return gml_error_set(GML_ERR_INVALID_ARG, "the model was created with sharded_params but has no parameter "
+                             "provider (gml_gpt_set_provider; parallel/zero.h sets it for ZeRO-3)");
+    return GML_OK;
+}
+
+/* The provider calls of the layer schedule (gpt.h); no-ops without one. */
+static gml_status unit_prefetch(gml_gpt *m, int u) {
+    if (!m->has_prov || m->unit_c[u] || m->fetching[u]) return GML_OK;
+    m->fetching[u] = 1;
+    return m->prov.prefetch(m->prov.ctx, u);
+}
+
+static gml_status unit_acquire(gml_gpt *m, int u) {
+    if (!m->has_prov || m->unit_c[u]) return GML_OK;
+    m->fetching[u] = 0;
+    return m->prov.acquire(m->prov.ctx, u, &m->unit_c[u]);
+}
+
+static gml_status unit_release(gml_gpt *m, int u) {
+    if (!m->has_prov || (!m->unit_c[u] && !m->fetching[u])) return GML_OK;
+    m->unit_c[u] = NULL;
+    m->fetching[u] = 0;
+    return m->prov.release(m->prov.ctx, u);
+}
+
+static gml_status unit_grads_acquire(gml_gpt *m, int u) {
+    if (!m->has_prov || m->unit_g[u]) return GML_OK;
+    return m->prov.grads_acquire(m->prov.ctx, u, &m->unit_g[u]);
+}
+
+static gml_status unit_grads_release(gml_gpt *m, int u) {
+    if (!m->has_prov || !m->unit_g[u]) return GML_OK;
+    m->unit_g[u] = NULL;
+    return m->prov.grads_release(m->prov.ctx, u);
+}
+
+/* Give back every unit's parameters still held or on their way. */
+static gml_status release_all(gml_gpt *m) {
+    for (int u = 0; u < m->n_layers && m->has_prov; u++) GML_CHECK(unit_release(m, u));
+    return GML_OK;
+}
+
+/* ------------------------------------------------------------------ */
 /* lifetime */
 
 static void graph_drop(gml_gpt *m);
@@ -235,7 +349,12 @@ gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max,
     m->ba = calloc((size_t)cfg->n_layer, sizeof *m->ba);
     m->n_layers = cfg->n_layer + 2;
     m->layers = calloc((size_t)m->n_layers, sizeof *m->layers);
-    if (!m->bp || !m->ba || !m->layers) {
+    m->unit_lo = calloc((size_t)m->n_layers, sizeof *m->unit_lo);
+    m->unit_hi = calloc((size_t)m->n_layers, sizeof *m->unit_hi);
+    m->unit_c = calloc((size_t)m->n_layers, sizeof *m->unit_c);
+    m->unit_g = calloc((size_t)m->n_layers, sizeof *m->unit_g);
+    m->fetching = calloc((size_t)m->n_layers, sizeof *m->fetching);
+    if (!m->bp || !m->ba || !m->layers || !m->unit_lo || !m->unit_hi || !m->unit_c || !m->unit_g || !m->fetching) {
         st = gml_error_set(GML_ERR_NOMEM, "out of host memory");
         goto fail;
     }
@@ -243,23 +362,30 @@ gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max,
     for (int l = 0; l < cfg->n_layer; l++) m->layers[l + 1] = (layer){LAYER_BLOCK, l};
     m->layers[m->n_layers - 1].kind = LAYER_HEAD;
     GML_CHECK_GOTO(register_params(m), st, fail);
+    GML_CHECK_GOTO(setup_units(m), st, fail);
 
     size_t ways = cfg->shard_ways > 1 ? (size_t)cfg->shard_ways : 1;
     size_t P = (m->reg.total + ways - 1) / ways * ways; /* padded */
     m->padded = P;
-    GML_CHECK_GOTO(be->iface->alloc(be, (void **)&m->master, P * 4), st, fail);
-    GML_CHECK_GOTO(be->iface->memset_zero(be, m->master, P * 4), st, fail);
-    GML_CHECK_GOTO(be->iface->alloc(be, (void **)&m->grads, P * 4), st, fail);
-    if (be->act_dtype == GML_DTYPE_F32) {
-        m->compute = m->master;
-    } else {
-        GML_CHECK_GOTO(be->iface->alloc(be, &m->compute, P * m->as), st, fail);
+    if (!cfg->sharded_params) {
+        GML_CHECK_GOTO(be->iface->alloc(be, (void **)&m->master, P * 4), st, fail);
+        GML_CHECK_GOTO(be->iface->memset_zero(be, m->master, P * 4), st, fail);
+        GML_CHECK_GOTO(be->iface->alloc(be, (void **)&m->grads, P * 4), st, fail);
+        GML_CHECK_GOTO(be->iface->memset_zero(be, m->grads, P * 4), st, fail);
+        if (be->act_dtype == GML_DTYPE_F32) {
+            m->compute = m->master;
+        } else {
+            GML_CHECK_GOTO(be->iface->alloc(be, &m->compute, P * m->as), st, fail);
+        }
+        for (int u = 0; u < m->n_layers; u++) {
+            m->unit_c[u] = (char *)m->compute + m->unit_lo[u] * m->as;
+            m->unit_g[u] = m->grads + m->unit_lo[u];
+        }
     }
     size_t act_bytes = layout_acts(m, 0);
     GML_CHECK_GOTO(be->iface->alloc(be, &m->act_base, act_bytes), st, fail);
     layout_acts(m, (uintptr_t)m->act_base);
     GML_CHECK_GOTO(be->iface->memset_zero(be, m->act_base, act_bytes), st, fail);
-    GML_CHECK_GOTO(be->iface->memset_zero(be, m->grads, P * 4), st, fail);
     *out = m;
     return GML_OK;
 fail:
@@ -279,6 +405,12 @@ void gml_gpt_destroy(gml_gpt *m) {
     free(m->bp);
     free(m->ba);
     free(m->layers);
+    free(m->unit_lo);
+    free(m->unit_hi);
+    free(m->param_unit);
+    free(m->unit_c);
+    free(m->unit_g);
+    free(m->fetching);
     free(m);
 }
 
@@ -300,6 +432,8 @@ double gml_gpt_flops_per_token(const gml_gpt *m, int T) {
 /* weights */
 
 gml_status gml_gpt_set_params_host(gml_gpt *m, const float *host) {
+    GML_CHECK(need_provider(m));
+    if (m->has_prov) return m->prov.set_params_host(m->prov.ctx, host);
     gml_backend *be = m->be;
     size_t P = m->reg.total;
     GML_CHECK(be->iface->memcpy_h2d(be, m->master, host, P * 4));
@@ -308,10 +442,14 @@ gml_status gml_gpt_set_params_host(gml_gpt *m, const float *host) {
 }
 
 gml_status gml_gpt_get_params_host(gml_gpt *m, float *host) {
+    GML_CHECK(need_provider(m));
+    if (m->has_prov) return m->prov.get_params_host(m->prov.ctx, host);
     return m->be->iface->memcpy_d2h(m->be, host, m->master, m->reg.total * 4);
 }
 
 gml_status gml_gpt_get_grads_host(gml_gpt *m, float *host) {
+    GML_CHECK(need_provider(m));
+    if (m->has_prov) return m->prov.get_grads_host(m->prov.ctx, host);
     return m->be->iface->memcpy_d2h(m->be, host, m->grads, m->reg.total * 4);
 }
 
@@ -324,15 +462,24 @@ gml_status gml_gpt_init_weights(gml_gpt *m, uint64_t seed) {
     return st;
 }
 
-gml_status gml_gpt_zero_grads(gml_gpt *m) { return m->be->iface->memset_zero(m->be, m->grads, m->reg.total * 4); }
+gml_status gml_gpt_zero_grads(gml_gpt *m) {
+    GML_CHECK(need_provider(m));
+    if (m->has_prov) return m->prov.zero_grads(m->prov.ctx);
+    return m->be->iface->memset_zero(m->be, m->grads, m->reg.total * 4);
+}
 
 /* ------------------------------------------------------------------ */
 /* forward / backward */
 
-static inline void *cp(const gml_gpt *m, int idx) { /* compute copy of a parameter */
-    return (char *)m->compute + m->reg.specs[idx].offset * m->as;
+/* A parameter's compute copy and its gradient, through its unit's base. */
+static inline void *cp(const gml_gpt *m, int idx) {
+    int u = m->param_unit[idx];
+    return (char *)m->unit_c[u] + (m->reg.specs[idx].offset - m->unit_lo[u]) * m->as;
 }
-static inline float *gp(const gml_gpt *m, int idx) { return m->grads + m->reg.specs[idx].offset; }
+static inline float *gp(const gml_gpt *m, int idx) {
+    int u = m->param_unit[idx];
+    return m->unit_g[u] + (m->reg.specs[idx].offset - m->unit_lo[u]);
+}
 static inline void *act_at(const gml_gpt *m, void *base, size_t elems) { return (char *)base + elems * m->as; }
 
 /* Dropout sites: 0 the embedding output, 1 + 2l / 2 + 2l the attention / MLP
@@ -388,6 +535,7 @@ static gml_status block_forward(gml_gpt *m, int l, const void *x) {
     GML_CHECK(o->matmul_gelu_forward(be, gelu, a->fch, a->ln2, cp(m, p[P_FCW]), cp(m, p[P_FCB]), N, C, 4 * C));
     GML_CHECK(o->matmul_forward(be, m->scratch_c, gelu, cp(m, p[P_FCPW]), cp(m, p[P_FCPB]), N, 4 * C, C));
     if (m->dropout_on) GML_CHECK(drop(m, m->scratch_c, m->scratch_c, (size_t)N * C, site_mlp(l)));
+    GML_CHECK(unit_acquire(m, l + 2)); /* the next layer's unit (block l+1 or the head) has that norm */
     norm_site next = norm_after_block(m, l);
     return o->residual_layernorm_forward(be, a->res3, next.out, next.mean, next.rstd, a->res2, m->scratch_c, next.w,
                                          next.b, N, C);
@@ -498,9 +646,36 @@ static gml_status stage_inputs(gml_gpt *m, const int32_t *inputs, const int32_t 
     return GML_OK;
 }
 
+/* The provider calls around layer i's forward (unit i; no-ops without a
+ * provider). Before: its unit (the head: also unit 0, the tied wte), and
+ * the next unit started on its way so the transfer overlaps this layer's
+ * compute; the last block also starts unit 0 for the head. Block i's closing
+ * norm acquires unit i+1 itself (block_forward). After: the unit goes back,
+ * except the head's units after a training forward, which its backward
+ * reads next. */
+static gml_status forward_begin(gml_gpt *m, int i) {
+    int head = m->n_layers - 1;
+    GML_CHECK(unit_acquire(m, i));
+    if (i == head) return unit_acquire(m, 0);
+    GML_CHECK(unit_prefetch(m, i + 1));
+    return i + 1 == head ? unit_prefetch(m, 0) : GML_OK;
+}
+
+static gml_status forward_end(gml_gpt *m, int i, int training) {
+    if (i < m->n_layers - 1) return unit_release(m, i);
+    return training ? GML_OK : release_all(m);
+}
+
 static gml_status run_forward(gml_gpt *m, float dscale, int with_targets) {
-    for (int i = 0; i < m->n_layers; i++) GML_CHECK(layer_forward(m, &m->layers[i], dscale, with_targets));
-    m->has_grad_logits = with_targets && dscale != 0.0f;
+    int training = with_targets && dscale != 0.0f;
+    if (m->has_prov) GML_CHECK(release_all(m)); /* a training forward's head units, never back-propagated */
+    else GML_CHECK(need_provider(m));
+    for (int i = 0; i < m->n_layers; i++) {
+        if (m->has_prov) GML_CHECK(forward_begin(m, i));
+        GML_CHECK(layer_forward(m, &m->layers[i], dscale, with_targets));
+        if (m->has_prov) GML_CHECK(forward_end(m, i, training));
+    }
+    m->has_grad_logits = training;
     return GML_OK;
 }
 
@@ -534,15 +709,34 @@ static void layer_range(const gml_gpt *m, const layer *ly, size_t *lo, size_t *h
     *hi = a > b ? a : b;
 }
 
+/* The provider calls around layer i's backward. Before: its unit's
+ * parameters (the embedding reads none; the head also reads wte), the
+ * previous block's started on their way, and gradient windows for its unit
+ * (the head: also unit 0's, which the embedding's backward completes: wte is
+ * tied). After: parameters back, and the unit's gradients handed over. */
+static gml_status backward_begin(gml_gpt *m, int i) {
+    int head = m->n_layers - 1;
+    if (i > 0) GML_CHECK(unit_acquire(m, i));
+    if (i == head) GML_CHECK(unit_acquire(m, 0));
+    if (i - 1 >= 1) GML_CHECK(unit_prefetch(m, i - 1));
+    GML_CHECK(unit_grads_acquire(m, i));
+    return i == head ? unit_grads_acquire(m, 0) : GML_OK;
+}
+
+static gml_status backward_end(gml_gpt *m, int i) {
+    GML_CHECK(unit_release(m, i));
+    if (i == m->n_layers - 1) GML_CHECK(unit_release(m, 0));
+    return unit_grads_release(m, i);
+}
+
 static gml_status run_backward(gml_gpt *m) {
     for (int i = m->n_layers - 1; i >= 0; i--) {
+        if (m->has_prov) GML_CHECK(backward_begin(m, i));
         GML_CHECK(layer_backward(m, &m->layers[i]));
-        if (m->ready_fn) {
-            size_t lo, hi;
-            layer_range(m, &m->layers[i], &lo, &hi);
-            GML_CHECK(m->ready_fn(m->ready_ctx, lo, hi));
-        }
+        if (m->has_prov) GML_CHECK(backward_end(m, i));
+        if (m->ready_fn) GML_CHECK(m->ready_fn(m->ready_ctx, m->unit_lo[i], m->unit_hi[i]));
     }
+    if (m->has_prov) GML_CHECK(m->prov.grads_finish(m->prov.ctx));
     m->has_grad_logits = 0;
     return GML_OK;
 }
@@ -597,7 +791,7 @@ gml_status gml_gpt_train_micro(gml_gpt *m, const int32_t *inputs, const int32_t 
         return gml_error_set(GML_ERR_INVALID_ARG, "a training micro-step needs targets and dscale != 0");
     GML_CHECK(stage_inputs(m, inputs, targets, B, T, dscale));
     const struct gml_backend_i *o = m->be->iface;
-    int can = o->graph_begin && !m->graph_off && !m->ready_fn && !m->dropout_on;
+    int can = o->graph_begin && !m->graph_off && !gml_gpt_has_hooks(m) && !m->dropout_on;
     if (!can) {
         graph_drop(m);
         return micro_body(m, dscale, loss_acc);

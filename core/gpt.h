@@ -12,6 +12,19 @@
  * backward scratch — in a handful of backend allocations; nothing is
  * allocated per step. The model owns them; gml_gpt_destroy frees them.
  * Optimizer moments live in core/optim.h.
+ *
+ * Units and parameter windows (ZeRO-3, parallel/zero.h): the parameters are
+ * cut into units, one per layer and in layer order: unit 0 the embedding
+ * (wte, wpe), units 1..L the blocks, unit L+1 the head (ln_f); each is one
+ * flat range of the registry (gml_gpt_unit_range). Layers address their
+ * parameters and gradients relative to their unit's base. Normally the bases
+ * point into the full buffers above, fixed at create. A model created with
+ * cfg.sharded_params allocates no full parameter, compute or gradient buffer:
+ * a provider (gml_gpt_set_provider) hands it each unit's parameters in a
+ * window just before a layer computes with them, and a gradient window for
+ * the layer's backward, which it takes back (to reduce it away) right after.
+ * Cross-layer uses: block l's last op also reads block l+1's ln1 (ln_f after
+ * the last block), and the head reads and writes the tied wte of unit 0.
  */
 #ifndef GML_GPT_H
 #define GML_GPT_H
@@ -37,6 +50,8 @@ typedef struct {
                                     training forwards only (targets and dscale != 0); 0: off */
     int shard_ways;              /* the flat master / grads / compute buffers are padded with zeros to a
                                     multiple of this (the dp size, so ZeRO shards are equal); 0 or 1: none */
+    int sharded_params;          /* 1: no full-length parameter, compute or gradient buffers; a provider
+                                    supplies per-unit windows (ZeRO-3, see above); 0: full buffers */
 } gml_gpt_config;
 
 typedef struct gml_gpt gml_gpt;
@@ -60,10 +75,14 @@ int gml_gpt_max_T(const gml_gpt *m); /* T_max given at create */
 /* FLOPs of one training token (forward + backward): 6 N + 12 L T C. */
 double gml_gpt_flops_per_token(const gml_gpt *m, int T);
 
-/* GPT-2 initialisation from `seed` (layout independent, see params.h). */
+/* GPT-2 initialisation from `seed` (layout independent, see params.h): the
+ * full init is computed on the host and handed to gml_gpt_set_params_host. */
 gml_status gml_gpt_init_weights(gml_gpt *m, uint64_t seed);
 /* Copy all master weights to/from a host f32 buffer of gml_gpt_num_params
- * elements in registry order (the compute copy is refreshed on set). */
+ * elements in registry order (the compute copy is refreshed on set). With a
+ * provider (sharded_params) these go to the provider: set keeps what this
+ * rank holds; get and get_grads are the provider's to serve or refuse
+ * (parallel/zero.h: get after gml_zero_gather_params_host). */
 gml_status gml_gpt_set_params_host(gml_gpt *m, const float *host);
 gml_status gml_gpt_get_params_host(gml_gpt *m, float *host);
 gml_status gml_gpt_get_grads_host(gml_gpt *m, float *host);
@@ -106,10 +125,75 @@ gml_status gml_gpt_loss_accumulate(gml_gpt *m, float *acc_dev);
  * V floats. */
 gml_status gml_gpt_logits_row(gml_gpt *m, int b, int t, float *out);
 
-/* Buffers for the optimizer (device pointers, registry offsets apply). */
+/* Buffers for the optimizer (device pointers, registry offsets apply);
+ * NULL with sharded_params. */
 float *gml_gpt_master(gml_gpt *m);   /* (P) f32 */
 void *gml_gpt_compute(gml_gpt *m);   /* (P) act; == master on an f32 backend */
 float *gml_gpt_grads(gml_gpt *m);    /* (P) f32 */
+
+/* ---- units and the parameter provider (ZeRO-3; see the top of this file) ---- */
+int gml_gpt_num_units(const gml_gpt *m); /* L + 2 */
+/* Flat range [lo, hi) of unit u's parameters (registry offsets). */
+void gml_gpt_unit_range(const gml_gpt *m, int u, size_t *lo, size_t *hi);
+/* The window unit u lives in: 0 for unit 0, 1 and 2 alternately for the
+ * others (unit u >= 1: 1 + u % 2). The model never holds two units of one
+ * window at once (for parameters, and separately for gradients), so a
+ * provider needs three parameter windows and three gradient windows, window
+ * w of gml_gpt_window_elems(m, w) elements (the largest unit it takes). */
+int gml_gpt_unit_window(const gml_gpt *m, int u);
+size_t gml_gpt_window_elems(const gml_gpt *m, int w);
+
+/* What a sharded model calls instead of reading full buffers. All calls are
+ * made in the same order on every rank (the model's schedule depends only on
+ * its shape and on which calls are made: forward, backward), so a provider
+ * may run collectives in them. Windows hold a unit's range contiguously:
+ * *base addresses the unit's first element. The schedule, layer u = unit u:
+ *   forward of layer u: acquire(u) (the head: also acquire(0) for wte),
+ *     prefetch(u + 1) (the last block: also prefetch(0)), compute; block
+ *     u's closing norm acquires u + 1 before it; release(u) after (the
+ *     head: after an evaluation forward units 0 and L+1 go back, after a
+ *     training forward they stay for its backward);
+ *   backward of layer u: acquire(u) (not the embedding: it reads no
+ *     parameter; the head: also 0), prefetch(u - 1) for u - 1 >= 1,
+ *     grads_acquire(u) (the head: also 0, completed by the embedding),
+ *     compute, release(u) (the head: also 0), grads_release(u); after the
+ *     embedding, grads_finish.
+ * A forward first releases whatever an earlier training forward left held. */
+typedef struct {
+    void *ctx;
+    /* Start bringing unit u's parameters (act) into its window; may return
+     * before they are there. A no-op if u is already there or on its way. */
+    gml_status (*prefetch)(void *ctx, int u);
+    /* Unit u's parameters, usable by device work queued from now on
+     * (fetches them if prefetch was not called). */
+    gml_status (*acquire)(void *ctx, int u, void **base);
+    /* The work queued so far is the last to read unit u's parameters (also
+     * for a prefetch never acquired): its window may be refilled. */
+    gml_status (*release)(void *ctx, int u);
+    /* An f32 gradient window for unit u that backward accumulates into
+     * (+=); it must hold what the provider wants added to (zeros, or the
+     * gradients accumulated so far). */
+    gml_status (*grads_acquire)(void *ctx, int u, float **base);
+    /* Unit u's gradients of this backward are queued: the provider takes
+     * them (reduces them into its shard); the window may be reused. */
+    gml_status (*grads_release)(void *ctx, int u);
+    /* The end of a backward: whatever grads_release started is done. */
+    gml_status (*grads_finish)(void *ctx);
+    /* Whole-model access in registry order (gml_gpt_set_params_host,
+     * gml_gpt_get_params_host, gml_gpt_get_grads_host, gml_gpt_zero_grads). */
+    gml_status (*set_params_host)(void *ctx, const float *host);
+    gml_status (*get_params_host)(void *ctx, float *host);
+    gml_status (*get_grads_host)(void *ctx, float *host);
+    gml_status (*zero_grads)(void *ctx);
+} gml_gpt_provider;
+
+/* Install (copied) or, with p NULL, remove the provider. Only for a model
+ * created with sharded_params; the provider must outlive its use (remove it
+ * before freeing it). A sharded model without one refuses to compute. */
+gml_status gml_gpt_set_provider(gml_gpt *m, const gml_gpt_provider *p);
+/* 1 if a grads-ready hook or a provider is set: then a step calls back into
+ * the host between layers and must not be recorded (CUDA graphs). */
+int gml_gpt_has_hooks(const gml_gpt *m);
 
 #ifdef __cplusplus
 }

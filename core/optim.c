@@ -14,6 +14,9 @@ struct gml_adamw {
     gml_gpt *model;
     gml_adamw_config cfg;
     size_t lo, hi;           /* the flat range it updates */
+    float *param;            /* f32 master weights: param[i - param_lo] is flat element i */
+    void *param_act;         /* their act compute copy, same indexing; NULL: none (f32 backend) */
+    size_t param_lo;         /* 0 for the model's full buffers, lo for shard buffers */
     float *m, *v;            /* (hi - lo) f32 */
     float *scalar;           /* (1) f32 device scratch */
     gml_adamw_piece *pieces; /* (n_pieces) device: the range cut at tensors, see build_pieces */
@@ -25,7 +28,8 @@ struct gml_adamw {
  * adjacent parts with the same decay flag merged: *out (malloc'd, caller
  * frees) and *n. Registry offsets are contiguous, so a merged piece is one
  * flat run of the range. */
-static gml_status build_pieces(const gml_param_registry *reg, size_t lo, size_t hi, gml_adamw_piece **out, int *n) {
+static gml_status build_pieces(const gml_param_registry *reg, size_t lo, size_t hi, size_t param_lo,
+                               gml_adamw_piece **out, int *n) {
     *out = NULL;
     *n = 0;
     gml_adamw_piece *t = malloc((size_t)(reg->n > 0 ? reg->n : 1) * sizeof *t);
@@ -39,11 +43,11 @@ static gml_status build_pieces(const gml_param_registry *reg, size_t lo, size_t 
         if (a >= b) continue;
         uint32_t decay = p->decay ? 1u : 0u;
         gml_adamw_piece *prev = k > 0 ? &t[k - 1] : NULL;
-        if (prev && prev->decay == decay && prev->param_off + prev->numel == a) {
+        if (prev && prev->decay == decay && prev->param_off + prev->numel == a - param_lo) {
             prev->numel += b - a;
         } else {
             t[k++] = (gml_adamw_piece){
-                .param_off = a, .state_off = a - lo, .numel = b - a, .flat_off = flat, .decay = decay};
+                .param_off = a - param_lo, .state_off = a - lo, .numel = b - a, .flat_off = flat, .decay = decay};
         }
         flat += b - a;
     }
@@ -77,13 +81,16 @@ gml_status gml_adamw_create(gml_gpt *model, const gml_adamw_config *cfg, gml_ada
     return gml_adamw_create_range(model, cfg, 0, gml_gpt_num_params(model), out);
 }
 
-gml_status gml_adamw_create_range(gml_gpt *model, const gml_adamw_config *cfg, size_t lo, size_t hi,
-                                  gml_adamw **out) {
+static gml_status create(gml_gpt *model, const gml_adamw_config *cfg, size_t lo, size_t hi, float *param,
+                         void *param_act, size_t param_lo, gml_adamw **out) {
     *out = NULL;
     gml_backend *be = gml_gpt_backend(model);
     if (lo > hi || hi > gml_gpt_num_params(model))
         return gml_error_set(GML_ERR_INVALID_ARG, "optimizer range [%zu, %zu) outside the %zu parameters", lo, hi,
                              gml_gpt_num_params(model));
+    if (!param)
+        return gml_error_set(GML_ERR_INVALID_ARG, "optimizer without master weights (a sharded model's optimizer "
+                             "is made by parallel/zero.c with gml_adamw_create_shard)");
     size_t P = hi > lo ? hi - lo : 1; /* keep one element so the buffers exist */
     gml_status st = GML_OK;
     gml_adamw *o = calloc(1, sizeof *o);
@@ -92,6 +99,9 @@ gml_status gml_adamw_create_range(gml_gpt *model, const gml_adamw_config *cfg, s
     o->cfg = *cfg;
     o->lo = lo;
     o->hi = hi;
+    o->param = param;
+    o->param_act = param_act;
+    o->param_lo = param_lo;
     GML_CHECK_GOTO(be->iface->alloc(be, (void **)&o->m, P * 4), st, fail);
     GML_CHECK_GOTO(be->iface->alloc(be, (void **)&o->v, P * 4), st, fail);
     GML_CHECK_GOTO(be->iface->alloc(be, (void **)&o->scalar, 4), st, fail);
@@ -99,7 +109,7 @@ gml_status gml_adamw_create_range(gml_gpt *model, const gml_adamw_config *cfg, s
     GML_CHECK_GOTO(be->iface->memset_zero(be, o->v, P * 4), st, fail);
     {
         gml_adamw_piece *host = NULL;
-        GML_CHECK_GOTO(build_pieces(gml_gpt_params(model), lo, hi, &host, &o->n_pieces), st, fail);
+        GML_CHECK_GOTO(build_pieces(gml_gpt_params(model), lo, hi, param_lo, &host, &o->n_pieces), st, fail);
         size_t bytes = (size_t)(o->n_pieces > 0 ? o->n_pieces : 1) * sizeof *host;
         st = be->iface->alloc(be, (void **)&o->pieces, bytes);
         if (st == GML_OK && o->n_pieces > 0) st = be->iface->memcpy_h2d(be, o->pieces, host, bytes);
@@ -111,6 +121,18 @@ gml_status gml_adamw_create_range(gml_gpt *model, const gml_adamw_config *cfg, s
 fail:
     gml_adamw_destroy(o);
     return st;
+}
+
+gml_status gml_adamw_create_range(gml_gpt *model, const gml_adamw_config *cfg, size_t lo, size_t hi,
+                                  gml_adamw **out) {
+    float *master = gml_gpt_master(model);
+    void *compute = gml_gpt_compute(model);
+    return create(model, cfg, lo, hi, master, compute != (void *)master ? compute : NULL, 0, out);
+}
+
+gml_status gml_adamw_create_shard(gml_gpt *model, const gml_adamw_config *cfg, size_t lo, size_t hi, float *param,
+                                  void *param_act, gml_adamw **out) {
+    return create(model, cfg, lo, hi, param, param_act, lo, out);
 }
 
 void gml_adamw_destroy(gml_adamw *o) {
@@ -162,17 +184,16 @@ gml_status gml_adamw_step_range(gml_adamw *o, double lr, const float *g, double 
     if (o->cfg.grad_clip > 0.0 && norm > o->cfg.grad_clip) scale = o->cfg.grad_clip / (norm + 1e-6);
     o->t++;
     if (o->hi == o->lo) return GML_OK;
-    float *master = gml_gpt_master(model);
-    void *compute = gml_gpt_compute(model);
-    return be->iface->adamw_update_pieces(be, master, compute != (void *)master ? compute : NULL, g, o->m, o->v,
+    return be->iface->adamw_update_pieces(be, o->param, o->param_act, g, o->m, o->v,
                                           o->pieces, o->n_pieces, o->hi - o->lo, (float)lr, (float)o->cfg.beta1,
                                           (float)o->cfg.beta2, (float)o->cfg.eps, (float)o->cfg.weight_decay,
                                           (float)scale, o->t);
 }
 
 gml_status gml_adamw_step(gml_adamw *o, double lr, double *grad_norm) {
-    if (o->lo != 0 || o->hi != gml_gpt_num_params(o->model))
-        return gml_error_set(GML_ERR_INVALID_ARG, "gml_adamw_step on a range optimizer: use gml_adamw_step_range");
+    if (o->lo != 0 || o->hi != gml_gpt_num_params(o->model) || o->param_lo != 0 || !gml_gpt_grads(o->model))
+        return gml_error_set(GML_ERR_INVALID_ARG, "gml_adamw_step on a range or shard optimizer: use "
+                             "gml_adamw_step_range");
     double norm = 0.0;
     GML_CHECK(gml_grad_norm(o->model, o->scalar, &norm));
     if (grad_norm) *grad_norm = norm;

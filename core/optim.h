@@ -45,11 +45,18 @@ typedef struct gml_adamw gml_adamw;
 gml_status gml_adamw_create(gml_gpt *m, const gml_adamw_config *cfg, gml_adamw **out);
 /* The same for the flat range [lo, hi) only (lo <= hi <= num_params). */
 gml_status gml_adamw_create_range(gml_gpt *m, const gml_adamw_config *cfg, size_t lo, size_t hi, gml_adamw **out);
+/* The same for a range whose master weights live in a caller's shard
+ * buffer instead of the model's full buffers (ZeRO-3): param[i] is flat
+ * element lo + i (f32, device), param_act[i] its compute copy (act; NULL on
+ * an f32 backend, where param is what the model computes with). The buffers
+ * are borrowed and must outlive the optimizer. */
+gml_status gml_adamw_create_shard(gml_gpt *m, const gml_adamw_config *cfg, size_t lo, size_t hi, float *param,
+                                  void *param_act, gml_adamw **out);
 /* Sum of squares of the range's gradients g (hi - lo values, device). */
 gml_status gml_adamw_range_sumsq(gml_adamw *opt, const float *g, double *sumsq);
 /* One AdamW step of the range with gradients g (hi - lo values, device),
  * given the global gradient norm (for clipping): updates the master weights
- * of the range and their compute copy. */
+ * of the range and their compute copy (the model's, or the shard buffers). */
 gml_status gml_adamw_step_range(gml_adamw *opt, double lr, const float *g, double global_norm);
 void gml_adamw_destroy(gml_adamw *opt);
 

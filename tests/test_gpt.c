@@ -2,8 +2,11 @@
  * recompute gives the same gradients, gradient accumulation equals one big
  * batch, AdamW drives the loss of a fixed batch down, the LR schedule follows
  * its closed form, weights survive a save/load, and bad weight files are
- * rejected with a message. (Loss/gradient values themselves are checked
- * against PyTorch by tests/torch_parity.py.) */
+ * rejected with a message; a model with sharded_params served by a
+ * parameter provider (a test one that keeps full buffers, poisons every
+ * window it gets back and checks the schedule's promises) computes exactly
+ * what the model with full buffers does. (Loss/gradient values themselves
+ * are checked against PyTorch by tests/torch_parity.py.) */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -220,6 +223,226 @@ static void test_padding_rows_stay_zero(void **state) {
     gml_gpt_destroy(m);
 }
 
+/* ---- a parameter provider over private full buffers (host memory: the CPU
+ * backend computes on host pointers) ---- */
+typedef struct {
+    gml_gpt *m;
+    size_t P;
+    float *master, *grads; /* (P) */
+    float *pwin[3], *gwin[3];
+    int pw_unit[3], gw_unit[3]; /* -1: free */
+    int fetching[3];            /* prefetched, not yet acquired */
+    int prefetches, acquires, grad_units, finishes;
+} test_prov;
+
+static size_t unit_n(test_prov *t, int u, size_t *lo) {
+    size_t hi;
+    gml_gpt_unit_range(t->m, u, lo, &hi);
+    return hi - *lo;
+}
+
+static void poison(float *w, size_t n) {
+    for (size_t i = 0; i < n; i++) w[i] = NAN;
+}
+
+static gml_status tp_prefetch(void *ctx, int u) {
+    test_prov *t = ctx;
+    int w = gml_gpt_unit_window(t->m, u);
+    if (t->pw_unit[w] == u) return GML_OK;
+    assert_int_equal(t->pw_unit[w], -1); /* the model never holds two units of one window */
+    size_t lo, n = unit_n(t, u, &lo);
+    assert_true(n <= gml_gpt_window_elems(t->m, w));
+    memcpy(t->pwin[w], t->master + lo, n * sizeof(float));
+    t->pw_unit[w] = u;
+    t->fetching[w] = 1;
+    t->prefetches++;
+    return GML_OK;
+}
+
+static gml_status tp_acquire(void *ctx, int u, void **base) {
+    test_prov *t = ctx;
+    int w = gml_gpt_unit_window(t->m, u);
+    if (t->pw_unit[w] != u) {
+        tp_prefetch(ctx, u);
+        t->prefetches--; /* not one */
+    }
+    t->fetching[w] = 0;
+    t->acquires++;
+    *base = t->pwin[w];
+    return GML_OK;
+}
+
+static gml_status tp_release(void *ctx, int u) {
+    test_prov *t = ctx;
+    int w = gml_gpt_unit_window(t->m, u);
+    assert_int_equal(t->pw_unit[w], u);
+    poison(t->pwin[w], gml_gpt_window_elems(t->m, w)); /* a use after release shows as NaN */
+    t->pw_unit[w] = -1;
+    t->fetching[w] = 0;
+    return GML_OK;
+}
+
+static gml_status tp_grads_acquire(void *ctx, int u, float **base) {
+    test_prov *t = ctx;
+    int w = gml_gpt_unit_window(t->m, u);
+    assert_int_equal(t->gw_unit[w], -1);
+    size_t lo, n = unit_n(t, u, &lo);
+    memcpy(t->gwin[w], t->grads + lo, n * sizeof(float)); /* the sum so far: backward adds to it */
+    t->gw_unit[w] = u;
+    *base = t->gwin[w];
+    return GML_OK;
+}
+
+static gml_status tp_grads_release(void *ctx, int u) {
+    test_prov *t = ctx;
+    int w = gml_gpt_unit_window(t->m, u);
+    assert_int_equal(t->gw_unit[w], u);
+    size_t lo, n = unit_n(t, u, &lo);
+    memcpy(t->grads + lo, t->gwin[w], n * sizeof(float));
+    poison(t->gwin[w], gml_gpt_window_elems(t->m, w));
+    t->gw_unit[w] = -1;
+    t->grad_units++;
+    return GML_OK;
+}
+
+static gml_status tp_grads_finish(void *ctx) {
+    test_prov *t = ctx;
+    for (int w = 0; w < 3; w++) assert_int_equal(t->gw_unit[w], -1);
+    t->finishes++;
+    return GML_OK;
+}
+
+static gml_status tp_set(void *ctx, const float *host) {
+    test_prov *t = ctx;
+    memcpy(t->master, host, t->P * sizeof(float));
+    return GML_OK;
+}
+
+static gml_status tp_get(void *ctx, float *host) {
+    test_prov *t = ctx;
+    memcpy(host, t->master, t->P * sizeof(float));
+    return GML_OK;
+}
+
+static gml_status tp_get_grads(void *ctx, float *host) {
+    test_prov *t = ctx;
+    memcpy(host, t->grads, t->P * sizeof(float));
+    return GML_OK;
+}
+
+static gml_status tp_zero_grads(void *ctx) {
+    test_prov *t = ctx;
+    memset(t->grads, 0, t->P * sizeof(float));
+    return GML_OK;
+}
+
+/* One run of: a training micro-step, an evaluation forward (logits of one
+ * row), two accumulated training micro-steps; losses, logits and gradients
+ * out. */
+static void provider_run(gml_gpt *m, float *loss3, float *logits, float *grads) {
+    gml_backend *be = gml_gpt_backend(m);
+    int32_t in[B * T], tg[B * T];
+    batch(21, in, tg, B * T);
+    float *acc;
+    OK(be->iface->alloc(be, (void **)&acc, 4));
+    OK(gml_gpt_zero_grads(m));
+    for (int k = 0; k < 3; k++) {
+        OK(be->iface->memset_zero(be, acc, 4));
+        gml_gpt_set_dropout_key(m, 1234u + (uint64_t)k, 0);
+        OK(gml_gpt_forward(m, in, tg, B, T, 1.0f / (B * T)));
+        OK(gml_gpt_loss_accumulate(m, acc));
+        OK(gml_gpt_backward(m));
+        OK(be->iface->download_f32(be, &loss3[k], acc, GML_DTYPE_F32, 1));
+        if (k == 0) {
+            OK(gml_gpt_forward(m, in, NULL, B, T, 0.0f));
+            OK(gml_gpt_logits_row(m, 1, T - 1, logits));
+        }
+    }
+    OK(gml_gpt_get_grads_host(m, grads));
+    be->iface->free(be, acc);
+}
+
+static void test_sharded_params_with_provider(void **state) {
+    gml_backend *be = *state;
+    gml_gpt_config c = CFG;
+    c.n_layer = 3; /* an odd count: the head shares a window with block 1 */
+    c.dropout = 0.1f;
+    gml_gpt *full, *sh;
+    OK(gml_gpt_create(be, &c, B, T, 1, &full));
+    c.sharded_params = 1;
+    OK(gml_gpt_create(be, &c, B, T, 1, &sh));
+    assert_null(gml_gpt_master(sh));
+    assert_null(gml_gpt_grads(sh));
+    assert_int_equal(gml_gpt_has_hooks(full), 0);
+    gml_error_clear();
+    int32_t in[T] = {0};
+    assert_int_equal(gml_gpt_forward(sh, in, NULL, 1, T, 0.0f), GML_ERR_INVALID_ARG); /* no provider yet */
+    assert_non_null(strstr(gml_error_message(), "provider"));
+    assert_int_equal(gml_gpt_set_provider(full, &(gml_gpt_provider){0}), GML_ERR_INVALID_ARG);
+
+    size_t P = gml_gpt_num_params(sh);
+    assert_int_equal(gml_gpt_num_units(sh), c.n_layer + 2);
+    size_t covered = 0;
+    for (int u = 0; u < gml_gpt_num_units(sh); u++) { /* units tile [0, P) in order */
+        size_t lo, hi;
+        gml_gpt_unit_range(sh, u, &lo, &hi);
+        assert_int_equal(lo, covered);
+        covered = hi;
+    }
+    assert_int_equal(covered, P);
+    test_prov t = {.m = sh, .P = P};
+    t.master = malloc(P * 4);
+    t.grads = calloc(P, 4);
+    for (int w = 0; w < 3; w++) {
+        t.pwin[w] = malloc(gml_gpt_window_elems(sh, w) * 4);
+        t.gwin[w] = malloc(gml_gpt_window_elems(sh, w) * 4);
+        t.pw_unit[w] = t.gw_unit[w] = -1;
+    }
+    gml_gpt_provider p = {&t,         tp_prefetch, tp_acquire, tp_release, tp_grads_acquire, tp_grads_release,
+                          tp_grads_finish, tp_set, tp_get, tp_get_grads, tp_zero_grads};
+    OK(gml_gpt_set_provider(sh, &p));
+    assert_int_equal(gml_gpt_has_hooks(sh), 1);
+    OK(gml_gpt_init_weights(full, 77));
+    OK(gml_gpt_init_weights(sh, 77)); /* through the provider */
+
+    float la[3], lb[3], ra[CFG.vocab_size], rb[CFG.vocab_size];
+    float *ga = malloc(P * 4), *gb = malloc(P * 4), *wa = malloc(P * 4), *wb = malloc(P * 4);
+    provider_run(full, la, ra, ga);
+    provider_run(sh, lb, rb, gb);
+    assert_memory_equal(la, lb, sizeof la); /* the same ops on the same values: bit-identical */
+    assert_memory_equal(ra, rb, sizeof ra);
+    assert_memory_equal(ga, gb, P * 4);
+    OK(gml_gpt_get_params_host(full, wa));
+    OK(gml_gpt_get_params_host(sh, wb));
+    assert_memory_equal(wa, wb, P * 4);
+    int U = c.n_layer + 2;
+    /* each of 3 training forwards and 1 evaluation forward prefetches units
+     * 1..U-1 and unit 0 (for the head) once; each of 3 backwards the L
+     * blocks (the head starts the last one) */
+    printf("provider: %d prefetches, %d acquires, %d unit gradients handed over, %d backwards\n", t.prefetches,
+           t.acquires, t.grad_units, t.finishes);
+    assert_int_equal(t.prefetches, 4 * U + 3 * c.n_layer);
+    assert_int_equal(t.grad_units, 3 * U);
+    assert_int_equal(t.finishes, 3);
+    for (int w = 0; w < 3; w++) { /* nothing left held after a backward */
+        assert_int_equal(t.pw_unit[w], -1);
+        assert_int_equal(t.gw_unit[w], -1);
+    }
+    OK(gml_gpt_set_provider(sh, NULL));
+    for (int w = 0; w < 3; w++) {
+        free(t.pwin[w]);
+        free(t.gwin[w]);
+    }
+    free(t.master);
+    free(t.grads);
+    free(ga);
+    free(gb);
+    free(wa);
+    free(wb);
+    gml_gpt_destroy(full);
+    gml_gpt_destroy(sh);
+}
+
 static int setup(void **state) {
     gml_backend *be;
     if (gml_backend_create("cpu", 0, &be) != GML_OK) return -1;
@@ -237,6 +460,7 @@ int main(void) {
         cmocka_unit_test(test_recompute_same_grads), cmocka_unit_test(test_grad_accumulation),
         cmocka_unit_test(test_adamw_overfits_a_batch), cmocka_unit_test(test_lr_schedule),
         cmocka_unit_test(test_weights_round_trip), cmocka_unit_test(test_padding_rows_stay_zero),
+        cmocka_unit_test(test_sharded_params_with_provider),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
