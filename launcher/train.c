@@ -7,8 +7,11 @@
  * sum is the global mean), then clip + AdamW at the scheduled LR, identical
  * on every rank; the loss is read back once per step. Evaluation on the val
  * split, samples and the progress line come at their configured intervals;
- * rank 0 alone prints and writes files.
- * Not for: tensor / pipeline parallelism, ZeRO (parallel/, to do).
+ * rank 0 alone prints and writes files. With ZeRO-3 every forward gathers
+ * parameters from all dp ranks, so evaluation, samples and weight exports
+ * are done by all ranks together (rank 0 still alone writes).
+ * Not for: tensor / pipeline parallelism (to do), how ZeRO shards
+ * (parallel/zero.h).
  */
 #include <math.h>
 #include <signal.h>
@@ -148,15 +151,27 @@ static gml_status evaluate(trainer *t, double *val_loss) {
     return GML_OK;
 }
 
+/* Rank 0 writes the weights to `path`; with ZeRO-3 all ranks first gather
+ * them (collective: every rank calls this). */
+static gml_status save_weights(trainer *t, const char *path) {
+    GML_CHECK(gml_zero_gather_params_host(t->opt));
+    gml_status st = t->rank0 ? gml_weights_save(t->model, path, 0) : GML_OK; /* tmp + fsync + rename */
+    gml_zero_drop_params_host(t->opt);
+    return st;
+}
+
 static gml_status sample(trainer *t, int step) {
     const Gml__SampleConfig *sc = t->cfg->sample;
-    if (sc->tokens <= 0 || !t->rank0) return GML_OK;
+    /* ZeRO-3: each forward gathers from every rank, so all ranks generate
+     * (the same text, same seed); rank 0 records it */
+    int all = gml_zero_stage(t->opt) == 3;
+    if (sc->tokens <= 0 || (!t->rank0 && !all)) return GML_OK;
     gml_sample_opts o = {sc->tokens, sc->temperature, sc->top_k, t->cfg->train->seed + (uint64_t)step};
     size_t cap = strlen(sc->prompt) + (size_t)sc->tokens + 1;
     char *text = malloc(cap);
     if (!text) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
     gml_status st = gml_generate(t->model, gml_dataset_tokenizer(t->ds), sc->prompt, &o, text, cap);
-    if (st == GML_OK) st = gml_metrics_sample(t->metrics, step, text);
+    if (st == GML_OK && t->rank0) st = gml_metrics_sample(t->metrics, step, text);
     free(text);
     return st;
 }
@@ -235,10 +250,10 @@ static gml_status train_loop(trainer *t) {
             if (t->rank0) GML_CHECK(gml_metrics_eval(t->metrics, done, val_loss));
             if (val_loss < best_val) {
                 best_val = val_loss, best_step = done;
-                if (cfg->eval->save_best && t->rank0) {
+                if (cfg->eval->save_best) { /* every rank: val_loss is the group's */
                     char path[4200];
                     snprintf(path, sizeof path, "%s/best.h5", cfg->train->out_dir);
-                    GML_CHECK(gml_weights_save(t->model, path, 0)); /* tmp + fsync + rename */
+                    GML_CHECK(save_weights(t, path));
                 }
             }
         }
@@ -266,8 +281,9 @@ static gml_status train_loop(trainer *t) {
     if (t->rank0) GML_CHECK(gml_ckpt_writer_wait(1));
     char line[160];
     if (t->mesh->dp > 1) {
-        snprintf(line, sizeof line, "%d gradient bucket(s) of the last step started while backward was running",
-                 gml_zero_overlapped_buckets(t->opt));
+        snprintf(line, sizeof line, "%d %s of the last step started while backward was running",
+                 gml_zero_overlapped_buckets(t->opt),
+                 gml_zero_stage(t->opt) == 3 ? "layer gradient reduction(s)" : "gradient bucket(s)");
         GML_CHECK(info(t, "dp overlap", line));
     }
     snprintf(line, sizeof line, "best %.4f at step %d%s, last %.4f, start %.4f; %.1f s training", best_val,
@@ -290,10 +306,9 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
     const Gml__ParallelConfig *pc = cfg->parallel;
     /* one process per replica unless told otherwise: dp defaults to the world */
     int dp = pc->dp == 1 && pc->tp == 1 && pc->pp == 1 ? world : pc->dp;
-    if (pc->tp > 1 || pc->pp > 1 || pc->zero > 2) {
-        st = gml_error_set(GML_ERR_BAD_INPUT, "%s: parallel.tp = %d, parallel.pp = %d, parallel.zero = %d: only data "
-                           "parallelism with ZeRO 0-2 (tp = pp = 1) is implemented yet",
-                           config_path, pc->tp, pc->pp, pc->zero);
+    if (pc->tp > 1 || pc->pp > 1) {
+        st = gml_error_set(GML_ERR_BAD_INPUT, "%s: parallel.tp = %d, parallel.pp = %d: only data parallelism "
+                           "(tp = pp = 1, ZeRO 0-3) is implemented yet", config_path, pc->tp, pc->pp);
         goto done;
     }
     gml_comm_set_timeout(pc->timeout_s);
@@ -314,14 +329,16 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
     if (t.rank0) GML_CHECK_GOTO(gml_mkdir_p(cfg->train->out_dir), st, done);
     GML_CHECK_GOTO(gml_backend_create(cfg->train->device, local_rank, &t.be), st, done);
     GML_CHECK_GOTO(gml_comm_device_group(t.mesh->dp_c, t.be, &t.dp_dev), st, done);
-    mc.shard_ways = dp; /* equal ZeRO shards for any parameter count */
+    mc.shard_ways = dp;                           /* equal ZeRO shards for any parameter count */
+    mc.sharded_params = pc->zero == 3 && dp > 1; /* ZeRO-3: no full parameter buffers at all */
     GML_CHECK_GOTO(gml_gpt_create(t.be, &mc, t.B, t.T, cfg->train->recompute, &t.model), st, done);
-    GML_CHECK_GOTO(gml_gpt_init_weights(t.model, cfg->train->seed), st, done);
     gml_adamw_config oc = {cfg->optim->beta1, cfg->optim->beta2, cfg->optim->eps, cfg->optim->weight_decay,
                            cfg->optim->grad_clip};
     size_t bucket = (size_t)(pc->bucket_mib * 1048576.0 / 4.0);
     GML_CHECK_GOTO(gml_zero_create(t.model, t.mesh->dp_c, t.dp_dev, pc->zero, bucket ? bucket : 1, &oc, &t.opt), st,
                    done);
+    /* after gml_zero_create: with ZeRO-3 each rank keeps its shard of the init */
+    GML_CHECK_GOTO(gml_gpt_init_weights(t.model, cfg->train->seed), st, done);
     if (cfg->checkpoint->dir[0]) snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s", cfg->checkpoint->dir);
     else snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s/ckpt", cfg->train->out_dir);
     GML_CHECK_GOTO(install_stop_handlers(), st, done);
@@ -367,8 +384,10 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
              (unsigned long long)gml_dataset_num_tokens(t.ds, GML_SPLIT_VAL), cfg->train->grad_accum, dp, t.B, t.T);
     GML_CHECK_GOTO(info(&t, "data", line), st, done);
     size_t state = gml_zero_state_bytes(t.opt);
-    snprintf(line, sizeof line, "dp %d, zero %d: model state %zu bytes (%.1f MiB) on rank 0 (params, grads, Adam "
-             "moments)", dp, dp > 1 ? pc->zero : 0, state, state / 1048576.0);
+    snprintf(line, sizeof line, "dp %d, zero %d: model state %zu bytes (%.1f MiB) on rank 0 (%s)", dp,
+             gml_zero_stage(t.opt), state, state / 1048576.0,
+             gml_zero_stage(t.opt) == 3 ? "shards of params, grads, Adam moments; gather windows"
+                                        : "params, grads, Adam moments");
     GML_CHECK_GOTO(info(&t, "parallel", line), st, done);
 
     GML_CHECK_GOTO(train_loop(&t), st, done);
@@ -390,11 +409,9 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
         if (st != GML_OK) goto done;
         GML_CHECK_GOTO(info(&t, "peak memory per rank (MiB)", line), st, done);
     }
-    if (t.rank0) {
-        snprintf(path, sizeof path, "%s/model.h5", cfg->train->out_dir);
-        GML_CHECK_GOTO(gml_weights_save(t.model, path, 0), st, done);
-        GML_CHECK_GOTO(info(&t, "weights", path), st, done);
-    }
+    snprintf(path, sizeof path, "%s/model.h5", cfg->train->out_dir);
+    GML_CHECK_GOTO(save_weights(&t, path), st, done); /* every rank (ZeRO-3 gathers); rank 0 writes */
+    GML_CHECK_GOTO(info(&t, "weights", path), st, done);
 done:
     gml_metrics_close(t.metrics);
     free(t.inputs);

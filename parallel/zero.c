@@ -1,28 +1,299 @@
-/* zero.c — ZeRO stages 0-2 over the flat parameter buffer. See zero.h. */
+/* zero.c — ZeRO stages 0-3 over the flat parameter space. See zero.h.
+ *
+ * Stages 0-2 work on the model's full buffers. Stage 3 owns the shards and
+ * the windows and serves the model through the provider table of
+ * core/gpt.h (the z3_* functions below); the model decides when each unit
+ * is needed, this file decides where the values come from.
+ * Not for: the schedule of the layers (core/gpt.c), checkpoint files
+ * (checkpoint/, through the shard functions at the end).
+ */
 #include "parallel/zero.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "parallel/dp.h"
+
+/* Stage 3: a window of gathered parameters (act) for one unit at a time. */
+typedef struct {
+    int unit;            /* -1: free */
+    int ready;           /* its broadcasts have been waited for */
+    int nreq;            /* broadcasts in flight (one per owner of a piece) */
+    gml_comm_req **reqs; /* (dp) */
+    void *buf;           /* (gml_gpt_window_elems) act, + ALIGN bytes; the unit at unit_base */
+} param_window;
+
+/* Stage 3: the f32 gradient window of one unit at a time. */
+typedef struct {
+    int unit;          /* -1: free */
+    int reducing;      /* released: its all-reduce is in flight (req) and the own piece not yet in the shard */
+    gml_comm_req *req;
+    float *buf;        /* (gml_gpt_window_elems) f32, + ALIGN bytes */
+    float *base;       /* the unit's first element (unit_base) */
+} grad_window;
+
+#define N_WINDOWS 3 /* gml_gpt_unit_window: 0, 1, 2 */
+#define ALIGN 256   /* the alignment of backend allocations (bytes) */
+
+/* Where unit [lo, ...) starts in a window: at the same alignment its
+ * elements have in full buffers (flat offset * elem bytes mod ALIGN), so
+ * every parameter and gradient pointer is aligned exactly as in stages 0-2
+ * and no kernel sees an address it would not see there. */
+static void *unit_base(void *buf, size_t lo, size_t elem) { return (char *)buf + lo * elem % ALIGN; }
 
 struct gml_zero {
     gml_gpt *model;
     gml_comm *dp, *dev; /* host scalars / model buffers */
     int stage, rank, size;
     size_t P, padded, S, lo, hi; /* own shard [lo, hi) of the P real parameters */
+    size_t as;                   /* bytes per act element */
     gml_adamw *opt;
-    float *gshard; /* (S) reduced gradient shard, stage 2 */
+    float *gshard; /* (S) reduced gradient shard, stages 2 and 3 */
     gml_dp_reducer *red; /* stages 0 and 1: bucketed all-reduce, overlapped with backward */
     int attached;        /* the reducer is hooked into this step's last backward */
+
+    /* stage 3 */
+    float *mshard;   /* (S) f32 master weights of [rank*S, (rank+1)*S); padding 0 */
+    void *cshard;    /* (S) act compute copy; == mshard on an f32 backend */
+    int n_units;
+    size_t *ulo, *uhi; /* (n_units) flat range of each unit */
+    param_window pw[N_WINDOWS];
+    grad_window gw[N_WINDOWS];
+    size_t win_elems[N_WINDOWS];
+    int reductions;      /* unit reductions started in the current backward */
+    int overlapped;      /* of the last backward: started before its last layer was done */
+    float *host_params;  /* (padded) host, gml_zero_gather_params_host; NULL: none */
 };
+
+/* ------------------------------------------------------------------ */
+/* stage 3: the parameter provider */
+
+/* [*a, *b): the part of the flat range [lo, hi) in rank k's shard. */
+static void piece(const gml_zero *z, size_t lo, size_t hi, int k, size_t *a, size_t *b) {
+    size_t s = (size_t)k * z->S, e = s + z->S;
+    *a = lo > s ? lo : s;
+    *b = hi < e ? hi : e;
+    if (*b < *a) *b = *a;
+}
+
+static gml_status wait_window(param_window *w) {
+    gml_status st = GML_OK;
+    for (int k = 0; k < w->nreq; k++) { /* wait for all; keep the first error */
+        gml_status s = gml_comm_wait(&w->reqs[k]);
+        if (st == GML_OK) st = s;
+    }
+    w->nreq = 0;
+    w->ready = st == GML_OK;
+    return st;
+}
+
+static gml_status z3_prefetch(void *ctx, int u) {
+    gml_zero *z = ctx;
+    param_window *w = &z->pw[gml_gpt_unit_window(z->model, u)];
+    if (w->unit == u) return GML_OK;
+    if (w->unit >= 0)
+        return gml_error_set(GML_ERR_INTERNAL, "ZeRO-3: the parameter window for unit %d still holds unit %d", u,
+                             w->unit);
+    gml_backend *be = gml_gpt_backend(z->model);
+    size_t lo = z->ulo[u], hi = z->uhi[u];
+    w->unit = u;
+    w->ready = 0;
+    w->nreq = 0;
+    /* every owner of a piece broadcasts it from its compute shard, in rank
+     * order on every rank (the order the collectives match in) */
+    for (int k = (int)(lo / z->S); k < z->size && (size_t)k * z->S < hi; k++) {
+        size_t a, b;
+        piece(z, lo, hi, k, &a, &b);
+        if (a == b) continue;
+        char *dst = (char *)unit_base(w->buf, lo, z->as) + (a - lo) * z->as;
+        if (k == z->rank)
+            GML_CHECK(be->iface->memcpy_d2d(be, dst, (char *)z->cshard + (a - (size_t)k * z->S) * z->as,
+                                            (b - a) * z->as));
+        GML_CHECK(gml_comm_broadcast(z->dev, dst, (b - a) * z->as, k, &w->reqs[w->nreq]));
+        w->nreq++;
+    }
+    return GML_OK;
+}
+
+static gml_status z3_acquire(void *ctx, int u, void **base) {
+    gml_zero *z = ctx;
+    GML_CHECK(z3_prefetch(ctx, u));
+    param_window *w = &z->pw[gml_gpt_unit_window(z->model, u)];
+    if (!w->ready) GML_CHECK(wait_window(w));
+    *base = unit_base(w->buf, z->ulo[u], z->as);
+    return GML_OK;
+}
+
+static gml_status z3_release(void *ctx, int u) {
+    gml_zero *z = ctx;
+    param_window *w = &z->pw[gml_gpt_unit_window(z->model, u)];
+    if (w->unit != u)
+        return gml_error_set(GML_ERR_INTERNAL, "ZeRO-3: release of unit %d, whose window holds unit %d", u, w->unit);
+    if (!w->ready) GML_CHECK(wait_window(w)); /* a prefetch never used: it lands before the window is refilled */
+    w->unit = -1;
+    return GML_OK;
+}
+
+/* A released gradient window: wait for its reduction, move the own piece
+ * into the gradient shard, free the window. */
+static gml_status settle(gml_zero *z, grad_window *w) {
+    if (w->unit < 0 || !w->reducing) return GML_OK;
+    gml_backend *be = gml_gpt_backend(z->model);
+    size_t lo = z->ulo[w->unit], hi = z->uhi[w->unit], a, b;
+    GML_CHECK(gml_comm_wait(&w->req));
+    piece(z, lo, hi, z->rank, &a, &b);
+    if (b > a)
+        GML_CHECK(be->iface->memcpy_d2d(be, z->gshard + (a - (size_t)z->rank * z->S), w->base + (a - lo),
+                                        (b - a) * 4));
+    w->unit = -1;
+    w->reducing = 0;
+    return GML_OK;
+}
+
+static gml_status z3_grads_acquire(void *ctx, int u, float **base) {
+    gml_zero *z = ctx;
+    grad_window *w = &z->gw[gml_gpt_unit_window(z->model, u)];
+    if (w->unit >= 0 && !w->reducing)
+        return gml_error_set(GML_ERR_INTERNAL, "ZeRO-3: the gradient window for unit %d still holds unit %d", u,
+                             w->unit);
+    GML_CHECK(settle(z, w));
+    gml_backend *be = gml_gpt_backend(z->model);
+    size_t lo = z->ulo[u], hi = z->uhi[u], a, b;
+    /* zeros, except the own piece: the gradients accumulated so far, to which
+     * this backward's sum over the group is added by the reduction */
+    w->base = unit_base(w->buf, lo, 4);
+    GML_CHECK(be->iface->memset_zero(be, w->base, (hi - lo) * 4));
+    piece(z, lo, hi, z->rank, &a, &b);
+    if (b > a)
+        GML_CHECK(be->iface->memcpy_d2d(be, w->base + (a - lo), z->gshard + (a - (size_t)z->rank * z->S),
+                                        (b - a) * 4));
+    w->unit = u;
+    w->reducing = 0;
+    *base = w->base;
+    return GML_OK;
+}
+
+static gml_status z3_grads_release(void *ctx, int u) {
+    gml_zero *z = ctx;
+    grad_window *w = &z->gw[gml_gpt_unit_window(z->model, u)];
+    if (w->unit != u || w->reducing)
+        return gml_error_set(GML_ERR_INTERNAL, "ZeRO-3: gradients of unit %d released but not held", u);
+    GML_CHECK(gml_comm_allreduce_sum_f32(z->dev, w->base, z->uhi[u] - z->ulo[u], &w->req));
+    w->reducing = 1;
+    z->reductions++;
+    return GML_OK;
+}
+
+static gml_status z3_grads_finish(void *ctx) {
+    gml_zero *z = ctx;
+    gml_status st = GML_OK;
+    for (int i = 0; i < N_WINDOWS; i++) { /* all of them; keep the first error */
+        gml_status s = settle(z, &z->gw[i]);
+        if (st == GML_OK) st = s;
+    }
+    z->overlapped = z->reductions > 0 ? z->reductions - 1 : 0; /* all but the embedding's, the last layer */
+    z->reductions = 0;
+    return st;
+}
+
+static gml_status z3_set_params_host(void *ctx, const float *host) {
+    gml_zero *z = ctx;
+    gml_backend *be = gml_gpt_backend(z->model);
+    gml_zero_drop_params_host(z);
+    if (z->hi > z->lo) GML_CHECK(be->iface->memcpy_h2d(be, z->mshard, host + z->lo, (z->hi - z->lo) * 4));
+    if (z->cshard != (void *)z->mshard) GML_CHECK(be->iface->cast_f32_to_act(be, z->cshard, z->mshard, z->S));
+    return GML_OK;
+}
+
+static gml_status z3_get_params_host(void *ctx, float *host) {
+    gml_zero *z = ctx;
+    if (!z->host_params)
+        return gml_error_set(GML_ERR_INVALID_ARG, "ZeRO-3 holds 1/%d of the weights on each rank ---> HINT: call "
+                             "gml_zero_gather_params_host on every rank of the group first", z->size);
+    memcpy(host, z->host_params, z->P * sizeof *host);
+    return GML_OK;
+}
+
+static gml_status z3_get_grads_host(void *ctx, float *host) {
+    gml_zero *z = ctx;
+    (void)host;
+    return gml_error_set(GML_ERR_UNSUPPORTED, "ZeRO-3 keeps only each rank's gradient shard (1/%d); full gradients "
+                         "are not available", z->size);
+}
+
+static gml_status z3_zero_grads(void *ctx) {
+    gml_zero *z = ctx;
+    gml_backend *be = gml_gpt_backend(z->model);
+    for (int i = 0; i < N_WINDOWS; i++) GML_CHECK(settle(z, &z->gw[i])); /* nothing may land in it later */
+    return be->iface->memset_zero(be, z->gshard, z->S * 4);
+}
+
+static gml_status z3_create(gml_zero *z) {
+    gml_backend *be = gml_gpt_backend(z->model);
+    z->n_units = gml_gpt_num_units(z->model);
+    z->ulo = calloc((size_t)z->n_units, sizeof *z->ulo);
+    z->uhi = calloc((size_t)z->n_units, sizeof *z->uhi);
+    if (!z->ulo || !z->uhi) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+    for (int u = 0; u < z->n_units; u++) gml_gpt_unit_range(z->model, u, &z->ulo[u], &z->uhi[u]);
+    for (int i = 0; i < N_WINDOWS; i++) {
+        z->pw[i].unit = z->gw[i].unit = -1;
+        z->win_elems[i] = gml_gpt_window_elems(z->model, i);
+        size_t n = z->win_elems[i] ? z->win_elems[i] : 1;
+        z->pw[i].reqs = calloc((size_t)z->size, sizeof *z->pw[i].reqs);
+        if (!z->pw[i].reqs) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+        GML_CHECK(be->iface->alloc(be, &z->pw[i].buf, n * z->as + ALIGN));
+        GML_CHECK(be->iface->alloc(be, (void **)&z->gw[i].buf, n * 4 + ALIGN));
+    }
+    GML_CHECK(be->iface->alloc(be, (void **)&z->mshard, z->S * 4));
+    GML_CHECK(be->iface->memset_zero(be, z->mshard, z->S * 4));
+    if (z->as == 4) {
+        z->cshard = z->mshard;
+    } else {
+        GML_CHECK(be->iface->alloc(be, &z->cshard, z->S * z->as));
+        GML_CHECK(be->iface->memset_zero(be, z->cshard, z->S * z->as));
+    }
+    gml_gpt_provider p = {
+        .ctx = z,
+        .prefetch = z3_prefetch,
+        .acquire = z3_acquire,
+        .release = z3_release,
+        .grads_acquire = z3_grads_acquire,
+        .grads_release = z3_grads_release,
+        .grads_finish = z3_grads_finish,
+        .set_params_host = z3_set_params_host,
+        .get_params_host = z3_get_params_host,
+        .get_grads_host = z3_get_grads_host,
+        .zero_grads = z3_zero_grads,
+    };
+    return gml_gpt_set_provider(z->model, &p);
+}
+
+static void z3_destroy(gml_zero *z) {
+    gml_backend *be = gml_gpt_backend(z->model);
+    if (z->stage == 3) gml_gpt_set_provider(z->model, NULL);
+    for (int i = 0; i < N_WINDOWS; i++) {
+        if (z->pw[i].reqs) (void)wait_window(&z->pw[i]); /* nothing may still write into freed memory */
+        if (z->gw[i].req) (void)gml_comm_wait(&z->gw[i].req);
+        free(z->pw[i].reqs);
+        if (z->pw[i].buf) be->iface->free(be, z->pw[i].buf);
+        if (z->gw[i].buf) be->iface->free(be, z->gw[i].buf);
+    }
+    if (z->cshard && z->cshard != (void *)z->mshard) be->iface->free(be, z->cshard);
+    if (z->mshard) be->iface->free(be, z->mshard);
+    free(z->ulo);
+    free(z->uhi);
+    free(z->host_params);
+}
+
+/* ------------------------------------------------------------------ */
+/* lifetime */
 
 gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, size_t bucket_elems,
                            const gml_adamw_config *cfg, gml_zero **out) {
     *out = NULL;
-    if (stage < 0 || stage > 2)
-        return gml_error_set(GML_ERR_BAD_INPUT, "parallel.zero = %d: stages 0, 1 and 2 are implemented (3: to do)",
-                             stage);
+    if (stage < 0 || stage > 3)
+        return gml_error_set(GML_ERR_BAD_INPUT, "parallel.zero = %d: the stages are 0, 1, 2 and 3", stage);
     gml_backend *be = gml_gpt_backend(m);
     int size = gml_comm_size(dp);
     if (gml_comm_size(dev) != size)
@@ -32,25 +303,42 @@ gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, s
     if (padded % (size_t)size != 0)
         return gml_error_set(GML_ERR_INVALID_ARG, "model buffers (%zu) are not padded to a multiple of dp = %d",
                              padded, size);
+    int eff = size > 1 ? stage : 0; /* one rank: nothing to shard */
+    int sharded = gml_gpt_get_config(m)->sharded_params != 0;
+    if (sharded != (eff == 3))
+        return gml_error_set(GML_ERR_INVALID_ARG, "ZeRO stage %d on %d rank(s) needs a model created with "
+                             "sharded_params = %d (it has %d)", stage, size, eff == 3, sharded);
     gml_zero *z = calloc(1, sizeof *z);
     if (!z) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
     z->model = m;
     z->dp = dp;
     z->dev = dev;
-    z->stage = size > 1 ? stage : 0; /* one rank: nothing to shard */
+    z->stage = eff;
     z->rank = gml_comm_rank(dp);
     z->size = size;
     z->P = P;
     z->padded = padded;
     z->S = padded / (size_t)size;
+    z->as = gml_dtype_size(be->act_dtype);
     z->lo = z->stage > 0 ? (size_t)z->rank * z->S : 0;
     z->hi = z->stage > 0 ? z->lo + z->S : P;
     if (z->lo > P) z->lo = P; /* a shard of pure padding */
     if (z->hi > P) z->hi = P;
     gml_status st = GML_OK;
-    GML_CHECK_GOTO(gml_adamw_create_range(m, cfg, z->lo, z->hi, &z->opt), st, fail);
-    if (z->stage == 2) GML_CHECK_GOTO(be->iface->alloc(be, (void **)&z->gshard, z->S * 4), st, fail);
-    else GML_CHECK_GOTO(gml_dp_reducer_create(dev, gml_gpt_grads(m), P, bucket_elems, &z->red), st, fail);
+    if (z->stage == 3) {
+        GML_CHECK_GOTO(z3_create(z), st, fail);
+        GML_CHECK_GOTO(gml_adamw_create_shard(m, cfg, z->lo, z->hi, z->mshard,
+                                              z->cshard != (void *)z->mshard ? z->cshard : NULL, &z->opt),
+                       st, fail);
+    } else {
+        GML_CHECK_GOTO(gml_adamw_create_range(m, cfg, z->lo, z->hi, &z->opt), st, fail);
+    }
+    if (z->stage >= 2) {
+        GML_CHECK_GOTO(be->iface->alloc(be, (void **)&z->gshard, z->S * 4), st, fail);
+        GML_CHECK_GOTO(be->iface->memset_zero(be, z->gshard, z->S * 4), st, fail);
+    } else {
+        GML_CHECK_GOTO(gml_dp_reducer_create(dev, gml_gpt_grads(m), P, bucket_elems, &z->red), st, fail);
+    }
     *out = z;
     return GML_OK;
 fail:
@@ -61,24 +349,30 @@ fail:
 void gml_zero_destroy(gml_zero *z) {
     if (!z) return;
     gml_backend *be = gml_gpt_backend(z->model);
+    z3_destroy(z);
     if (z->gshard) be->iface->free(be, z->gshard);
     gml_dp_reducer_destroy(z->red);
     gml_adamw_destroy(z->opt);
     free(z);
 }
 
+/* ------------------------------------------------------------------ */
+/* the step */
+
 gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
-    float *grads = gml_gpt_grads(z->model);
     const float *g; /* the gradients of [lo, hi), summed over the group */
-    if (z->stage == 2) {
-        GML_CHECK(gml_comm_reduce_scatter_sum_f32(z->dev, grads, z->gshard, z->S, NULL));
+    if (z->stage == 3) {
+        g = z->gshard; /* reduced unit by unit during backward (z3_grads_release) */
+        gml_zero_drop_params_host(z);
+    } else if (z->stage == 2) {
+        GML_CHECK(gml_comm_reduce_scatter_sum_f32(z->dev, gml_gpt_grads(z->model), z->gshard, z->S, NULL));
         g = z->gshard;
     } else {
         if (!z->attached) gml_dp_reducer_begin(z->red);
         gml_gpt_set_grads_ready_hook(z->model, NULL, NULL);
         z->attached = 0;
         GML_CHECK(gml_dp_reducer_finish(z->red));
-        g = grads + z->lo;
+        g = gml_gpt_grads(z->model) + z->lo;
     }
     double sumsq = 0.0;
     GML_CHECK(gml_adamw_range_sumsq(z->opt, g, &sumsq));
@@ -90,7 +384,7 @@ gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
     double norm = sqrt(sumsq);
     if (grad_norm) *grad_norm = norm;
     GML_CHECK(gml_adamw_step_range(z->opt, lr, g, norm));
-    if (z->stage > 0) {
+    if (z->stage == 1 || z->stage == 2) {
         float *master = gml_gpt_master(z->model);
         /* in place: this rank's block of the padded buffer is its shard */
         GML_CHECK(gml_comm_allgather_f32(z->dev, master + (size_t)z->rank * z->S, master, z->S, NULL));
@@ -108,11 +402,17 @@ void gml_zero_before_last_backward(gml_zero *z) {
     z->attached = 1;
 }
 
-int gml_zero_overlapped_buckets(const gml_zero *z) { return z->red ? gml_dp_reducer_overlapped(z->red) : 0; }
+int gml_zero_overlapped_buckets(const gml_zero *z) {
+    if (z->stage == 3) return z->overlapped;
+    return z->red ? gml_dp_reducer_overlapped(z->red) : 0;
+}
 
 gml_adamw *gml_zero_optimizer(gml_zero *z) { return z->opt; }
 int gml_zero_stage(const gml_zero *z) { return z->stage; }
 gml_comm *gml_zero_group(gml_zero *z) { return z->dp; }
+
+/* ------------------------------------------------------------------ */
+/* checkpoints and whole weights */
 
 void gml_zero_shard_range(const gml_zero *z, size_t *lo, size_t *hi) {
     size_t a = (size_t)z->rank * z->S, b = a + z->S;
@@ -129,7 +429,8 @@ gml_status gml_zero_download_shard(gml_zero *z, float *master, float *adam_m, fl
     if (lo < olo || hi > ohi)
         return gml_error_set(GML_ERR_INTERNAL, "shard [%zu, %zu) outside the optimizer range [%zu, %zu)", lo, hi, olo,
                              ohi);
-    GML_CHECK(be->iface->memcpy_d2h(be, master, gml_gpt_master(z->model) + lo, (hi - lo) * 4));
+    const float *src = z->stage == 3 ? z->mshard + (lo - (size_t)z->rank * z->S) : gml_gpt_master(z->model) + lo;
+    GML_CHECK(be->iface->memcpy_d2h(be, master, src, (hi - lo) * 4));
     GML_CHECK(be->iface->memcpy_d2h(be, adam_m, gml_adamw_m(z->opt) + (lo - olo), (hi - lo) * 4));
     return be->iface->memcpy_d2h(be, adam_v, gml_adamw_v(z->opt) + (lo - olo), (hi - lo) * 4);
 }
@@ -138,7 +439,7 @@ gml_status gml_zero_restore(gml_zero *z, const float *master, const float *adam_
     gml_backend *be = gml_gpt_backend(z->model);
     size_t lo, hi;
     gml_adamw_range(z->opt, &lo, &hi);
-    GML_CHECK(gml_gpt_set_params_host(z->model, master));
+    GML_CHECK(gml_gpt_set_params_host(z->model, master)); /* stage 3: the provider keeps the shard */
     if (hi > lo) {
         GML_CHECK(be->iface->memcpy_h2d(be, gml_adamw_m(z->opt), adam_m + lo, (hi - lo) * 4));
         GML_CHECK(be->iface->memcpy_h2d(be, gml_adamw_v(z->opt), adam_v + lo, (hi - lo) * 4));
@@ -147,12 +448,35 @@ gml_status gml_zero_restore(gml_zero *z, const float *master, const float *adam_
     return GML_OK;
 }
 
-size_t gml_zero_state_bytes(const gml_zero *z) {
+gml_status gml_zero_gather_params_host(gml_zero *z) {
+    if (z->stage != 3) return GML_OK;
     gml_backend *be = gml_gpt_backend(z->model);
-    size_t as = gml_dtype_size(be->act_dtype);
-    size_t params = z->padded * 4 + (as != 4 ? z->padded * as : 0);
-    size_t grads = z->padded * 4;
+    if (!z->host_params) {
+        z->host_params = malloc(z->padded * sizeof *z->host_params);
+        if (!z->host_params)
+            return gml_error_set(GML_ERR_NOMEM, "out of host memory for a copy of %zu parameters", z->padded);
+    }
+    float *own = z->host_params + (size_t)z->rank * z->S; /* in place: the own block of the padded copy */
+    gml_status st = be->iface->memcpy_d2h(be, own, z->mshard, z->S * 4);
+    if (st == GML_OK) st = gml_comm_allgather_f32(z->dp, own, z->host_params, z->S, NULL);
+    if (st != GML_OK) gml_zero_drop_params_host(z);
+    return st;
+}
+
+void gml_zero_drop_params_host(gml_zero *z) {
+    free(z->host_params);
+    z->host_params = NULL;
+}
+
+size_t gml_zero_state_bytes(const gml_zero *z) {
     size_t moments = 2 * (z->hi > z->lo ? z->hi - z->lo : 1) * 4;
     size_t shard = z->gshard ? z->S * 4 : 0;
+    if (z->stage == 3) {
+        size_t windows = 0;
+        for (int i = 0; i < N_WINDOWS; i++) windows += (z->win_elems[i] ? z->win_elems[i] : 1) * (z->as + 4) + 2 * ALIGN;
+        return z->S * 4 + (z->as != 4 ? z->S * z->as : 0) + moments + shard + windows;
+    }
+    size_t params = z->padded * 4 + (z->as != 4 ? z->padded * z->as : 0);
+    size_t grads = z->padded * 4;
     return params + grads + moments + shard;
 }

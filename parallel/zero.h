@@ -1,9 +1,10 @@
-/* zero.h — the optimizer step of a data-parallel group, ZeRO stage 0, 1 or 2
- * (DESIGN.md: parallel/). It runs after the last micro-step's backward and
- * leaves every dp rank with the same updated parameters.
+/* zero.h — the optimizer step of a data-parallel group, ZeRO stage 0, 1, 2
+ * or 3 (DESIGN.md: parallel/). Every dp rank ends a step with the same
+ * updated parameters (stages 0-2: all of them; stage 3: its shard, which is
+ * what the next step gathers from).
  *
- * Shards: the flat parameter buffer (registry order, padded to a multiple of
- * dp by the model: gml_gpt_config.shard_ways) is cut into dp equal ranges;
+ * Shards: the flat parameter space (registry order, padded with zeros to a
+ * multiple of dp: gml_gpt_config.shard_ways) is cut into dp equal ranges;
  * dp rank r owns [r*S, (r+1)*S), S = padded / dp, so any parameter size works
  * (a parameter may straddle shards; AdamW treats each piece with that
  * parameter's weight-decay flag).
@@ -13,16 +14,56 @@
  *            each rank updates its shard, then the parameters are all-gathered.
  *   stage 2: gradients reduce-scattered into a shard buffer (half the traffic
  *            of an all-reduce); update and all-gather as in stage 1.
+ *   stage 3: the parameters are sharded too. The model is created with
+ *            sharded_params (no full-length buffer of any kind) and this module
+ *            is its parameter provider (core/gpt.h): a rank holds the fp32
+ *            master of its shard (+ its act compute copy on bf16 backends),
+ *            the Adam moments and the gradient shard, plus working windows.
+ *            Before a layer computes, its unit's parameters are gathered into
+ *            a window: each owner of a piece of the unit's flat range
+ *            broadcasts it from its compute shard (contiguous shards are what
+ *            checkpoints read, so a unit is gathered piece by piece, one
+ *            broadcast per owner; the next unit's broadcast is started while
+ *            the current layer computes, on the communication stream on GPUs).
+ *            Backward accumulates a unit's gradients into an f32 window that
+ *            is then all-reduced (asynchronously, overlapping the next
+ *            layer's backward) and whose own piece goes into the gradient
+ *            shard; a reduce to the owners would halve that traffic, comm/
+ *            has none yet. Gradient accumulation: every micro-step's backward
+ *            reduces into the shard (the standard ZeRO-3 way: no full
+ *            gradient buffer ever exists); a window starts from the shard's
+ *            own piece, so the reduction adds this micro-step to the sum so
+ *            far. The step updates the shard only: the next forward gathers
+ *            the new values, no all-gather after the step.
+ *            Windows: three for parameters (act) and three for gradients
+ *            (f32): one sized for the embedding (unit 0: wte + wpe; tied wte
+ *            is read and written by the head as well, so its gradient window
+ *            lives from the head's backward to the embedding's) and two
+ *            alternating for the blocks and the head (double buffering: one
+ *            computes while the other transfers).
  * The global gradient norm for clipping is sqrt(sum over the group of each
- * shard's sum of squares). Stage 3 (sharded parameters) is not built yet.
+ * shard's sum of squares) in stages 1-3.
  *
- * Model-state bytes per rank (P parameters, fp32 everything, CPU backend):
- *   stage 0: 16 P     stage 1: 8 P + 8 P/dp     stage 2: 8 P + 12 P/dp
- * (params 4P + the full gradient buffer 4P that backward writes into, plus
- * moments 8P/dp, plus the gradient shard 4P/dp in stage 2). gml_zero_state_bytes
- * reports what was actually allocated.
- * Ownership: gml_zero_create allocates; gml_zero_destroy frees. Borrows the
- * model and the group.
+ * Model-state bytes per rank (P parameters, padded to Pp = S*dp; a = bytes
+ * of the act dtype: 4 on the CPU backend, 2 for bf16 on CUDA; E = elements
+ * of unit 0 = (Vp + block_size) C, K = elements of a block = 12 C^2 + 13 C):
+ *   stage 0: (4 + 4 + [a != 4] a) Pp + 8 P
+ *   stage 1: (4 + 4 + [a != 4] a) Pp + 8 S
+ *   stage 2: (4 + 4 + [a != 4] a) Pp + 12 S
+ *   stage 3: (16 + [a != 4] a) S + (a + 4) (E + 2 K) + 6 * 256
+ *            (n_layer >= 2; one layer: E + K + 2 C, the head's ln_f filling
+ *            the second window; 256 bytes of slack per window keep every
+ *            parameter at the alignment it has in full buffers, so kernels
+ *            and cuBLASLt's choices are those of stages 0-2)
+ * (full master, gradients and compute copy, plus moments 8 per owned
+ * element, the gradient shard 4 S in stages 2 and 3; stage 3 replaces the
+ * full buffers by the shards and the windows). On the CPU backend that is
+ * 16 P, 8 P + 8 P/dp, 8 P + 12 P/dp and 16 P/dp + 8 (E + 2 K) + 1536.
+ * gml_zero_state_bytes reports what was actually allocated (rank 0's
+ * shard is a full S; the moments of a range that is all padding keep one
+ * element).
+ * Ownership: gml_zero_create allocates; gml_zero_destroy frees (and removes
+ * itself as the model's provider). Borrows the model and the groups.
  * Groups: `dp` (MPI, host scalars such as the norm, checkpoint gathers) and
  * `dev` (the same ranks for the model's buffers: NCCL on GPU ranks, `dp`
  * itself on CPU ranks).
@@ -40,7 +81,11 @@ extern "C" {
 typedef struct gml_zero gml_zero;
 
 /* The model must have been created with shard_ways == gml_comm_size(dp) (or
- * 1 when dp has one rank). dev: gml_comm_device_group(dp, backend). */
+ * 1 when dp has one rank), and with sharded_params = 1 exactly when stage is
+ * 3 and dp has more than one rank (one rank: stage 0 is used whatever the
+ * stage asked). dev: gml_comm_device_group(dp, backend). Stage 3 installs
+ * itself as the model's parameter provider; set the weights after this
+ * (gml_gpt_init_weights / gml_zero_restore). */
 gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, size_t bucket_elems,
                            const gml_adamw_config *cfg, gml_zero **out);
 void gml_zero_destroy(gml_zero *z);
@@ -48,7 +93,8 @@ void gml_zero_destroy(gml_zero *z);
 /* Call before the backward of a step's last micro-batch: hooks the bucketed
  * all-reduce into it (stages 0 and 1; a no-op otherwise). */
 void gml_zero_before_last_backward(gml_zero *z);
-/* Buckets the last step started while backward was still running. */
+/* Reductions of the last step started while backward was still running:
+ * buckets (stages 0, 1), units of its last backward (stage 3). */
 int gml_zero_overlapped_buckets(const gml_zero *z);
 
 /* Reduce the gradients (finishing what the hook started), clip, update, gather. *grad_norm: the global norm
@@ -76,8 +122,18 @@ gml_status gml_zero_download_shard(gml_zero *z, float *master, float *adam_m, fl
  * collective. */
 gml_status gml_zero_restore(gml_zero *z, const float *master, const float *adam_m, const float *adam_v, int adam_t);
 
+/* Whole weights on the host in stage 3 (weights files, best.h5): collective
+ * over the group, every rank calls it; it all-gathers the master shards
+ * into a host copy (P floats, owned here) that gml_gpt_get_params_host then
+ * serves on this rank without communication, until the next step, a
+ * restore, gml_gpt_set_params_host or gml_zero_drop_params_host. Stages
+ * 0-2: a no-op (every rank has the full weights). */
+gml_status gml_zero_gather_params_host(gml_zero *z);
+void gml_zero_drop_params_host(gml_zero *z);
+
 /* Bytes of model state this rank holds: parameters (+ compute copy), the
- * gradient buffer, Adam moments, the gradient shard. */
+ * gradient buffer, Adam moments, the gradient shard; in stage 3 the shards
+ * and the windows (see the formula above). */
 size_t gml_zero_state_bytes(const gml_zero *z);
 
 #ifdef __cplusplus
