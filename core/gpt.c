@@ -257,6 +257,9 @@ size_t gml_gpt_window_elems(const gml_gpt *m, int w) {
 gml_status gml_gpt_set_provider(gml_gpt *m, const gml_gpt_provider *p) {
     if (p && !m->cfg.sharded_params)
         return gml_error_set(GML_ERR_INVALID_ARG, "a parameter provider needs a model created with sharded_params");
+    if (p && (!p->prefetch || !p->acquire || !p->release || !p->grads_acquire || !p->grads_release ||
+              !p->grads_finish || !p->set_params_host || !p->get_params_host || !p->get_grads_host || !p->zero_grads))
+        return gml_error_set(GML_ERR_INVALID_ARG, "a parameter provider must fill in every function");
     for (int u = 0; u < m->n_layers && m->cfg.sharded_params; u++) {
         m->unit_c[u] = NULL;
         m->unit_g[u] = NULL;

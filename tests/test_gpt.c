@@ -379,6 +379,7 @@ static void test_sharded_params_with_provider(void **state) {
     assert_int_equal(gml_gpt_forward(sh, in, NULL, 1, T, 0.0f), GML_ERR_INVALID_ARG); /* no provider yet */
     assert_non_null(strstr(gml_error_message(), "provider"));
     assert_int_equal(gml_gpt_set_provider(full, &(gml_gpt_provider){0}), GML_ERR_INVALID_ARG);
+    assert_int_equal(gml_gpt_set_provider(sh, &(gml_gpt_provider){0}), GML_ERR_INVALID_ARG); /* empty table */
 
     size_t P = gml_gpt_num_params(sh);
     assert_int_equal(gml_gpt_num_units(sh), c.n_layer + 2);
