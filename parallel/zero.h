@@ -35,6 +35,9 @@
  *            own piece, so the reduction adds this micro-step to the sum so
  *            far. The step updates the shard only: the next forward gathers
  *            the new values, no all-gather after the step.
+ *            Traffic per micro-step: broadcasts of about 2 P act values
+ *            (every unit for the forward, the embedding again for the head,
+ *            the blocks again for the backward) and all-reduces of P f32.
  *            Windows: three for parameters (act) and three for gradients
  *            (f32): one sized for the embedding (unit 0: wte + wpe; tied wte
  *            is read and written by the head as well, so its gradient window
