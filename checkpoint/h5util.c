@@ -6,6 +6,16 @@
 #include <string.h>
 #include <unistd.h>
 
+hid_t gml_h5_create_v110(const char *path) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0) return -1;
+    hid_t f = -1;
+    if (H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) >= 0)
+        f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    return f;
+}
+
 static herr_t write_scalar_attr(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, const void *value) {
     hid_t sp = H5Screate(H5S_SCALAR);
     if (sp < 0) return -1;

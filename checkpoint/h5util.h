@@ -18,6 +18,10 @@
 extern "C" {
 #endif
 
+/* Create (truncate) an HDF5 file with the 1.10 object formats, whose
+ * metadata carry checksums (readers need HDF5 >= 1.10). < 0 on failure. */
+hid_t gml_h5_create_v110(const char *path);
+
 herr_t gml_h5_write_int_attr(hid_t loc, const char *name, int value);
 herr_t gml_h5_write_u64_attr(hid_t loc, const char *name, uint64_t value);
 herr_t gml_h5_write_str_attr(hid_t loc, const char *name, const char *value);
