@@ -122,15 +122,24 @@ static gml_status info(trainer *t, const char *key, const char *value) {
     return gml_metrics_info(t->metrics, key, value);
 }
 
+/* A finished checkpoint write (time, GB/s; rank 0: the commit), once. */
+static gml_status log_checkpoint_write(trainer *t) {
+    char line[512];
+    if (!gml_ckpt_writer_report(line, sizeof line) || !t->rank0) return GML_OK;
+    return info(t, "checkpoint written", line);
+}
+
 static gml_status save_checkpoint(trainer *t, int done, const char *why) {
     gml_ckpt_progress prog = {done, 0, 0};
     gml_loader_position(t->train, &prog.loader_epoch, &prog.loader_index);
-    double secs = 0.0;
+    gml_ckpt_save_stats s;
     const Gml__CheckpointConfig *cc = t->cfg->checkpoint;
-    GML_CHECK(gml_ckpt_save(t->ckpt_dir, t->model, t->opt, t->mesh, t->cfg, &prog, cc->keep_last, cc->async, &secs));
-    char line[4300];
-    snprintf(line, sizeof line, "step %d (%s) -> %s/step_%08d, %.2f s stall%s", done, why, t->ckpt_dir, done, secs,
-             cc->async ? " (copy to host; written in the background)" : "");
+    GML_CHECK(gml_ckpt_save(t->ckpt_dir, t->model, t->opt, t->mesh, t->cfg, &prog, cc->keep_last, cc->async, &s));
+    GML_CHECK(log_checkpoint_write(t)); /* the previous one, reaped by the save (or this one, synchronous) */
+    char line[4400];
+    snprintf(line, sizeof line, "step %d (%s) -> %s/step_%08d, %.3f s stall (copy of %.1f MB to host %.3f s, "
+             "waiting for the previous write %.3f s%s)", done, why, t->ckpt_dir, done, s.stall_s, s.bytes / 1e6,
+             s.copy_s, s.wait_s, cc->async ? "; written in the background" : ", then the write and the commit");
     return info(t, "checkpoint", line);
 }
 
@@ -267,18 +276,21 @@ static gml_status train_loop(trainer *t) {
         if (t->mesh->world > 1) GML_CHECK(gml_comm_allreduce_sum_f32(t->mesh->world_c, flags, 2, NULL));
         int stop = flags[0] > 0.0f;
         int due = (cc->every_steps > 0 && done % cc->every_steps == 0) || flags[1] > 0.0f || (ckpt_on && done == steps);
-        if (t->rank0) GML_CHECK(gml_ckpt_writer_wait(0)); /* a failed background write stops the run */
+        GML_CHECK(gml_ckpt_writer_wait(0)); /* every rank: a failed background write stops the run */
+        GML_CHECK(log_checkpoint_write(t));
         if (stop || due) {
             GML_CHECK(save_checkpoint(t, done, stop ? "stop signal" : "scheduled"));
             last_ckpt = now_s();
         }
         if (stop) {
-            if (t->rank0) GML_CHECK(gml_ckpt_writer_wait(1)); /* committed before we exit for requeue */
+            GML_CHECK(gml_ckpt_writer_wait(1)); /* committed before we exit for requeue; every rank: */
+            GML_CHECK(log_checkpoint_write(t));  /* an exit would kill its writer */
             return GML_PREEMPTED;
         }
         window_t0 += now_s() - aside_t0;
     }
-    if (t->rank0) GML_CHECK(gml_ckpt_writer_wait(1));
+    GML_CHECK(gml_ckpt_writer_wait(1)); /* every rank's writer done (an exit would kill it) */
+    GML_CHECK(log_checkpoint_write(t));
     char line[160];
     if (t->mesh->dp > 1) {
         snprintf(line, sizeof line, "%d %s of the last step started while backward was running",

@@ -4,8 +4,3 @@
 add_test(NAME prep_h5py
   COMMAND ${GML_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/prep_h5py.py $<TARGET_FILE:gml-dist> ${CMAKE_SOURCE_DIR})
 set_tests_properties(prep_h5py PROPERTIES LABELS cpu TIMEOUT 120 PASS_REGULAR_EXPRESSION "PREP H5PY OK")
-# A checkpoint read back with plain h5py (tests/ckpt_h5py.py): layout,
-# manifest, parameters equal to the run's model.h5.
-add_test(NAME ckpt_h5py
-  COMMAND ${GML_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/ckpt_h5py.py $<TARGET_FILE:gml-dist> ${CMAKE_CURRENT_BINARY_DIR}/ckpt_h5py)
-set_tests_properties(ckpt_h5py PROPERTIES LABELS cpu TIMEOUT 120 PASS_REGULAR_EXPRESSION "CKPT H5PY OK")
