@@ -168,6 +168,21 @@ static int same_steps(const curve *a, const curve *b, const char *what) {
     return n;
 }
 
+/* The steps a killed run logged completely (its metrics.jsonl ends with a
+ * newline) that match ref; 0 when the file is missing or torn. got: scratch. */
+static int compare_if_complete(const char *out_dir, const curve *ref, curve *got, int max_steps, const char *what) {
+    char path[4096], line[8192];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int torn = 0;
+    while (fgets(line, sizeof line, f)) torn = line[strlen(line) - 1] != '\n';
+    fclose(f);
+    if (torn) return 0;
+    read_curve(out_dir, got, max_steps);
+    return same_steps(ref, got, what);
+}
+
 /* Final weights of two runs, bit for bit. */
 static void same_weights(const char *a, const char *b) {
     gml_backend *be;
@@ -447,18 +462,7 @@ static void test_sigkill_at_random_points(void **state) {
             fclose(lf);
         }
         /* every complete line this run logged matches the straight run */
-        snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
-        if (access(path, F_OK) == 0) {
-            FILE *f = fopen(path, "r");
-            char line[8192];
-            int torn = 0;
-            while (fgets(line, sizeof line, f)) torn = line[strlen(line) - 1] != '\n';
-            fclose(f);
-            if (!torn) {
-                read_curve(out_dir, &got, KILL_STEPS);
-                compared += same_steps(&ref, &got, "a killed run");
-            }
-        }
+        compared += compare_if_complete(out_dir, &ref, &got, KILL_STEPS, "a killed run");
     }
     /* then run to the end */
     char final_dir[2048];
@@ -864,18 +868,7 @@ static void test_sigkill_dp2(void **state) {
                 resumed += strncmp(line, "resume: ", 8) == 0 && strstr(line, "(step ") != NULL;
             fclose(lf);
         }
-        snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
-        if (access(path, F_OK) == 0) {
-            FILE *f = fopen(path, "r");
-            char line[8192];
-            int torn = 0;
-            while (fgets(line, sizeof line, f)) torn = line[strlen(line) - 1] != '\n';
-            fclose(f);
-            if (!torn) {
-                read_curve(out_dir, &got, MP_STEPS);
-                compared += same_steps(&ref, &got, "a killed dp=2 run");
-            }
-        }
+        compared += compare_if_complete(out_dir, &ref, &got, MP_STEPS, "a killed dp=2 run");
     }
     snprintf(out_dir, sizeof out_dir, "%s/mpkill_final", dir);
     snprintf(args, sizeof args, KILL_MODEL " " DP2 " train.steps=%d checkpoint.every_steps=1 checkpoint.keep_last=2 "

@@ -105,19 +105,12 @@ __device__ __forceinline__ void store8(bf16 *p, const bf16x8 &x) {
     *reinterpret_cast<uint4 *>(p) = raw;
 }
 
-__global__ void layernorm_forward_vec_kernel(bf16 *out, float *mean, float *rstd, const bf16 *inp,
-                                             const bf16 *weight, const bf16 *bias, int N, int C) {
-    int lane = threadIdx.x & 31;
-    int row = blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
-    if (row >= N) return;
-    const bf16 *x = inp + (size_t)row * C;
-    float s = 0.0f;
-    for (int c = lane * 8; c < C; c += 256) {
-        bf16x8 a = load8(x + c);
-#pragma unroll
-        for (int i = 0; i < 8; i++) s += a.v[i];
-    }
-    float m = warp_sum(s) / (float)C;
+/* The rest of a warp's LayerNorm of row `row` (x: its C values) once the
+ * mean m is known: variance, rstd, the normalised output and the saved
+ * statistics. Shared by the plain and the residual-fused forward so both give
+ * the same bits from the same inputs. */
+__device__ __forceinline__ void ln_row_finish(bf16 *out, float *mean, float *rstd, const bf16 *x, const bf16 *weight,
+                                              const bf16 *bias, int row, int C, int lane, float m) {
     float v = 0.0f;
     for (int c = lane * 8; c < C; c += 256) {
         bf16x8 a = load8(x + c);
@@ -137,6 +130,21 @@ __global__ void layernorm_forward_vec_kernel(bf16 *out, float *mean, float *rstd
         mean[row] = m;
         rstd[row] = rs;
     }
+}
+
+__global__ void layernorm_forward_vec_kernel(bf16 *out, float *mean, float *rstd, const bf16 *inp,
+                                             const bf16 *weight, const bf16 *bias, int N, int C) {
+    int lane = threadIdx.x & 31;
+    int row = blockIdx.x * LN_WARPS + (threadIdx.x >> 5);
+    if (row >= N) return;
+    const bf16 *x = inp + (size_t)row * C;
+    float s = 0.0f;
+    for (int c = lane * 8; c < C; c += 256) {
+        bf16x8 a = load8(x + c);
+#pragma unroll
+        for (int i = 0; i < 8; i++) s += a.v[i];
+    }
+    ln_row_finish(out, mean, rstd, x, weight, bias, row, C, lane, warp_sum(s) / (float)C);
 }
 
 __global__ void layernorm_backward_dinp_vec_kernel(bf16 *dinp, const bf16 *dout, const bf16 *inp,
@@ -194,26 +202,7 @@ __global__ void residual_layernorm_forward_vec_kernel(bf16 *res, bf16 *out, floa
         }
         store8(x + c, r);
     }
-    float m = warp_sum(s) / (float)C;
-    float v = 0.0f;
-    for (int c = lane * 8; c < C; c += 256) {
-        bf16x8 r = load8(x + c);
-#pragma unroll
-        for (int i = 0; i < 8; i++) v += (r.v[i] - m) * (r.v[i] - m);
-    }
-    v = warp_sum(v) / (float)C;
-    float rs = rsqrtf(v + LN_EPS);
-    bf16 *o = out + (size_t)row * C;
-    for (int c = lane * 8; c < C; c += 256) {
-        bf16x8 r = load8(x + c), w = load8(weight + c), bb = load8(bias + c), y;
-#pragma unroll
-        for (int i = 0; i < 8; i++) y.v[i] = (r.v[i] - m) * rs * w.v[i] + bb.v[i];
-        store8(o + c, y);
-    }
-    if (lane == 0) {
-        mean[row] = m;
-        rstd[row] = rs;
-    }
+    ln_row_finish(out, mean, rstd, x, weight, bias, row, C, lane, warp_sum(s) / (float)C);
 }
 
 /* 16-byte aligned rows of C bf16 for every pointer given (NULL ignored). */
