@@ -67,6 +67,9 @@ int gml_comm_size(const gml_comm *c);
 
 /* buf[i] = sum over the group of buf[i] (f32, in place). */
 gml_status gml_comm_allreduce_sum_f32(gml_comm *c, float *buf, size_t n, gml_comm_req **req);
+/* buf[i] on `root` = sum over the group of buf[i] (f32, in place); the other
+ * ranks' buf is left as it was (MPI) or unspecified (NCCL): send-only there. */
+gml_status gml_comm_reduce_sum_f32(gml_comm *c, float *buf, size_t n, int root, gml_comm_req **req);
 /* recv (recv_n) = this rank's block of the sum of every rank's send
  * (size * recv_n); rank r gets elements [r*recv_n, (r+1)*recv_n). */
 gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float *recv, size_t recv_n,

@@ -18,6 +18,7 @@
 #pragma weak gml_nccl_init
 #pragma weak gml_nccl_destroy
 #pragma weak gml_nccl_allreduce
+#pragma weak gml_nccl_reduce
 #pragma weak gml_nccl_reduce_scatter
 #pragma weak gml_nccl_allgather
 #pragma weak gml_nccl_broadcast
@@ -264,6 +265,16 @@ gml_status gml_comm_allreduce_sum_f32(gml_comm *c, float *buf, size_t n, gml_com
     MPI_Request r;
     MPI_TRY(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, c->mpi, &r), "allreduce", c);
     return finish(c, r, "allreduce", req);
+}
+
+gml_status gml_comm_reduce_sum_f32(gml_comm *c, float *buf, size_t n, int root, gml_comm_req **req) {
+    if (c->nccl) return gml_nccl_reduce(c, buf, n, root, req);
+    GML_CHECK(count_ok(n, "reduce", c));
+    MPI_Request r;
+    const void *send = c->rank == root ? MPI_IN_PLACE : (const void *)buf;
+    MPI_TRY(MPI_Ireduce(send, c->rank == root ? buf : NULL, (int)n, MPI_FLOAT, MPI_SUM, root, c->mpi, &r), "reduce",
+            c);
+    return finish(c, r, "reduce", req);
 }
 
 gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float *recv, size_t recv_n,

@@ -223,6 +223,13 @@ gml_status gml_nccl_allreduce(gml_comm *c, float *buf, size_t n, gml_comm_req **
     return end(c, "allreduce", req);
 }
 
+gml_status gml_nccl_reduce(gml_comm *c, float *buf, size_t n, int root, gml_comm_req **req) {
+    GML_CHECK(begin(c));
+    NCCL_TRY(ncclReduce(buf, buf, n, ncclFloat32, ncclSum, root, (ncclComm_t)c->nccl, (cudaStream_t)c->stream),
+             "reduce", c);
+    return end(c, "reduce", req);
+}
+
 gml_status gml_nccl_reduce_scatter(gml_comm *c, const float *send, float *recv, size_t n, gml_comm_req **req) {
     GML_CHECK(begin(c));
     NCCL_TRY(ncclReduceScatter(send, recv, n, ncclFloat32, ncclSum, (ncclComm_t)c->nccl, (cudaStream_t)c->stream),

@@ -27,8 +27,9 @@ typedef struct {
 /* Stage 3: the f32 gradient window of one unit at a time. */
 typedef struct {
     int unit;          /* -1: free */
-    int reducing;      /* released: its all-reduce is in flight (req) and the own piece not yet in the shard */
-    gml_comm_req *req;
+    int reducing;      /* released: its reduces are in flight (reqs) and the own piece not yet in the shard */
+    int nreq;          /* reduces in flight: one per owner of a piece of the unit */
+    gml_comm_req **reqs; /* (dp) */
     float *buf;        /* (gml_gpt_window_elems) f32, + ALIGN bytes */
     float *base;       /* the unit's first element (unit_base) */
 } grad_window;
@@ -141,7 +142,13 @@ static gml_status settle(gml_zero *z, grad_window *w) {
     if (w->unit < 0 || !w->reducing) return GML_OK;
     gml_backend *be = gml_gpt_backend(z->model);
     size_t lo = z->ulo[w->unit], hi = z->uhi[w->unit], a, b;
-    GML_CHECK(gml_comm_wait(&w->req));
+    gml_status st = GML_OK;
+    for (int k = 0; k < w->nreq; k++) { /* wait for all; keep the first error */
+        gml_status s = gml_comm_wait(&w->reqs[k]);
+        if (st == GML_OK) st = s;
+    }
+    w->nreq = 0;
+    GML_CHECK(st);
     piece(z, lo, hi, z->rank, &a, &b);
     if (b > a)
         GML_CHECK(be->iface->memcpy_d2d(be, z->gshard + (a - (size_t)z->rank * z->S), w->base + (a - lo),
@@ -179,8 +186,17 @@ static gml_status z3_grads_release(void *ctx, int u) {
     grad_window *w = &z->gw[gml_gpt_unit_window(z->model, u)];
     if (w->unit != u || w->reducing)
         return gml_error_set(GML_ERR_INTERNAL, "ZeRO-3: gradients of unit %d released but not held", u);
-    GML_CHECK(gml_comm_allreduce_sum_f32(z->dev, w->base, z->uhi[u] - z->ulo[u], &w->req));
+    /* each piece is summed onto its owner only (a reduce per owner, in rank
+     * order on every rank): half the traffic of an all-reduce of the window */
+    size_t lo = z->ulo[u], hi = z->uhi[u];
     w->reducing = 1;
+    for (int k = (int)(lo / z->S); k < z->size && (size_t)k * z->S < hi; k++) {
+        size_t a, b;
+        piece(z, lo, hi, k, &a, &b);
+        if (a == b) continue;
+        GML_CHECK(gml_comm_reduce_sum_f32(z->dev, w->base + (a - lo), b - a, k, &w->reqs[w->nreq]));
+        w->nreq++;
+    }
     z->reductions++;
     return GML_OK;
 }
@@ -241,7 +257,8 @@ static gml_status z3_create(gml_zero *z) {
         z->win_elems[i] = gml_gpt_window_elems(z->model, i);
         size_t n = z->win_elems[i] ? z->win_elems[i] : 1;
         z->pw[i].reqs = calloc((size_t)z->size, sizeof *z->pw[i].reqs);
-        if (!z->pw[i].reqs) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+        z->gw[i].reqs = calloc((size_t)z->size, sizeof *z->gw[i].reqs);
+        if (!z->pw[i].reqs || !z->gw[i].reqs) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
         GML_CHECK(be->iface->alloc(be, &z->pw[i].buf, n * z->as + ALIGN));
         GML_CHECK(be->iface->alloc(be, (void **)&z->gw[i].buf, n * 4 + ALIGN));
     }
@@ -274,7 +291,8 @@ static void z3_destroy(gml_zero *z) {
     if (z->stage == 3) gml_gpt_set_provider(z->model, NULL);
     for (int i = 0; i < N_WINDOWS; i++) {
         if (z->pw[i].reqs) (void)wait_window(&z->pw[i]); /* nothing may still write into freed memory */
-        if (z->gw[i].req) (void)gml_comm_wait(&z->gw[i].req);
+        for (int k = 0; k < z->gw[i].nreq; k++) (void)gml_comm_wait(&z->gw[i].reqs[k]);
+        free(z->gw[i].reqs);
         free(z->pw[i].reqs);
         if (z->pw[i].buf) be->iface->free(be, z->pw[i].buf);
         if (z->gw[i].buf) be->iface->free(be, z->gw[i].buf);

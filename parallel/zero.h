@@ -26,10 +26,10 @@
  *            broadcast per owner; the next unit's broadcast is started while
  *            the current layer computes, on the communication stream on GPUs).
  *            Backward accumulates a unit's gradients into an f32 window that
- *            is then all-reduced (asynchronously, overlapping the next
- *            layer's backward) and whose own piece goes into the gradient
- *            shard; a reduce to the owners would halve that traffic, comm/
- *            has none yet. Gradient accumulation: every micro-step's backward
+ *            is then reduced piece by piece onto each piece's owner (one
+ *            reduce per owner, asynchronously, overlapping the next layer's
+ *            backward: half the traffic of an all-reduce of the window); the
+ *            owner moves its piece into the gradient shard. Gradient accumulation: every micro-step's backward
  *            reduces into the shard (the standard ZeRO-3 way: no full
  *            gradient buffer ever exists); a window starts from the shard's
  *            own piece, so the reduction adds this micro-step to the sum so
@@ -37,7 +37,7 @@
  *            the new values, no all-gather after the step.
  *            Traffic per micro-step: broadcasts of about 2 P act values
  *            (every unit for the forward, the embedding again for the head,
- *            the blocks again for the backward) and all-reduces of P f32.
+ *            the blocks again for the backward) and reduces of P f32.
  *            Windows: three for parameters (act) and three for gradients
  *            (f32): one sized for the embedding (unit 0: wte + wpe; tied wte
  *            is read and written by the head as well, so its gradient window
