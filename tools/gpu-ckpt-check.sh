@@ -3,6 +3,7 @@
 # built build/): bit-for-bit resume on the GPU (shakespeare-char, 200 steps
 # straight vs stopped by SIGUSR1 at 100 + --resume auto), the stall and
 # write bandwidth of a GPT-2 124M checkpoint against dd's on the same disk,
+# a checkpoint written by 4 CPU ranks with ZeRO-3 resumed on one GPU,
 # and with N >= 2 GPUs the same written by N ranks in parallel (one rank
 # file each, per-rank GB/s), verified by `ckpt info` and resumed on 1 GPU.
 # Usage: tools/gpu-ckpt-check.sh OUTDIR [N]
@@ -47,5 +48,18 @@ if [ "$N" -ge 2 ] && [ "$(nvidia-smi -L | wc -l)" -ge "$N" ]; then
     >"$out/ckpt_124m_dp${N}_to_1.log" 2>&1; echo "dp=$N checkpoint resumed on 1 GPU: exit $?"
   grep -E "^resume:|step +25/" "$out/ckpt_124m_dp${N}_to_1.log"
 fi
+# device change: 4 CPU ranks with ZeRO-3 stop at step 10 (checkpoint); one GPU resumes it; steps 11-20 vs the
+# uninterrupted CPU run (fp32 vs bf16: close, not equal)
+small="model.n_layer=2 model.n_head=4 model.n_embd=128 model.dropout=0 train.steps=20 eval.every=0 eval.batches=1 sample.tokens=0 log.every=1 log.tensorboard=false checkpoint.every_steps=0"
+build/gml-dist configs/shakespeare-char.yaml $small data.batch_size=16 train.device=cpu train.out_dir=$work/x_ref >"$out/x_ref.log" 2>&1
+GML_TEST_SIGNAL_AT_STEP=10 mpirun --bind-to none -x OMP_NUM_THREADS=2 -x GML_TEST_SIGNAL_AT_STEP -np 4 build/gml-dist \
+  configs/shakespeare-char.yaml $small data.batch_size=4 train.device=cpu parallel.zero=3 train.out_dir=$work/x_cpu4 \
+  >"$out/x_cpu4.log" 2>&1; echo "dp=4 ZeRO-3 CPU run stopped: exit $? (3 = checkpoint committed)"
+build/gml-dist configs/shakespeare-char.yaml $small data.batch_size=16 train.device=cuda \
+  checkpoint.dir=$work/x_cpu4/ckpt train.out_dir=$work/x_gpu --resume auto >"$out/x_gpu.log" 2>&1
+echo "resumed on 1 GPU: exit $?"; grep -E "^resume:" "$out/x_gpu.log"
+awk 'NR == FNR { a[$1] = $2; next } ($1 in a) && $1 > 10 { d = a[$1] - $2; if (d < 0) d = -d; r = d / a[$1]; if (r > w) w = r; k++ }
+  END { printf "CPU dp=4 ZeRO-3 checkpoint -> 1 GPU: steps 11-20 (%d) within %.2e of the uninterrupted CPU run\n", k, w }' \
+  <(pick $work/x_ref/metrics.jsonl) <(pick $work/x_gpu/metrics.jsonl)
 dd if=/dev/zero of=$work/dd.bin bs=1M count=2048 conv=fsync 2>&1 | tail -1
 rm -rf "$work"
