@@ -22,8 +22,8 @@
  *    all checkpointing every step; after each, `ckpt info` verifies the
  *    latest checkpoint, no process is left behind, and every loss any run
  *    logged equals the uninterrupted run's;
- *  - resharding: stopped at dp=4 ZeRO-2, resumed at dp=2 ZeRO-1, at one
- *    process and at dp=2 ZeRO-3, whose own checkpoint one process resumes:
+ *  - resharding: stopped at dp=4 ZeRO-3, resumed at dp=2 ZeRO-1, at one
+ *    process and at dp=2 ZeRO-2, whose own checkpoint one process resumes:
  *    the losses continue within 1e-5 of the uninterrupted run. */
 #include <dirent.h>
 #include <errno.h>
@@ -887,7 +887,8 @@ static void test_sigkill_dp2(void **state) {
     assert_true(killed[0] + killed[1] + killed[2] + killed[3] >= MP_KILLS / 2);
 }
 
-/* Stop at dp=4 ZeRO-2 after 10 steps; resume at dp=2 ZeRO-1 and at 1 process. */
+/* Stop at dp=4 ZeRO-3 after 10 steps; resume at dp=2 ZeRO-1, at 1 process and
+ * at dp=2 ZeRO-2, which stops at 15 for one process to resume. */
 static void test_reshard(void **state) {
     (void)state;
     char cmd[8192], *out;
@@ -899,15 +900,15 @@ static void test_reshard(void **state) {
     assert_int_equal(cli_run(cmd, NULL), 0);
     snprintf(cmd, sizeof cmd,
              "GML_TEST_SIGNAL_AT_STEP=10 %s --oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x "
-             "GML_TEST_SIGNAL_AT_STEP -np 4 %s %s/run.yaml %s data.batch_size=2 parallel.zero=2 "
+             "GML_TEST_SIGNAL_AT_STEP -np 4 %s %s/run.yaml %s data.batch_size=2 parallel.zero=3 "
              "checkpoint.dir=%s/rs_ckpt train.out_dir=%s/rs_dp4",
              mpi, bin, dir, common, dir, dir);
     int rc = cli_run(cmd, &out);
     if (rc != 3) fail_msg("dp=4 stop: exit %d\n%s", rc, out);
     free(out);
     char tdir[4][2048], args[8192];
-    static const char *what[4] = {"dp=4 zero=2 -> dp=2 zero=1", "dp=4 zero=2 -> 1 process",
-                                  "dp=4 zero=2 -> dp=2 zero=3", "dp=2 zero=3 -> 1 process"};
+    static const char *what[4] = {"dp=4 zero=3 -> dp=2 zero=1", "dp=4 zero=3 -> 1 process",
+                                  "dp=4 zero=3 -> dp=2 zero=2", "dp=2 zero=2 -> 1 process"};
     static const int first[4] = {11, 11, 11, 16}, last[4] = {STEPS, STEPS, 15, STEPS};
     snprintf(tdir[0], sizeof tdir[0], "%s/rs_dp2", dir);
     snprintf(args, sizeof args, "%s data.batch_size=4 parallel.zero=1 checkpoint.dir=%s/rs_ckpt train.out_dir=%s "
@@ -922,24 +923,25 @@ static void test_reshard(void **state) {
     rc = cli_run(cmd, &out);
     if (rc != 0) fail_msg("resume at 1 process: exit %d\n%s", rc, out);
     free(out);
-    /* ZeRO-3 reads the dp=4 checkpoint and writes one at step 15 (stopped), which one process resumes */
+    /* ZeRO-2 at dp=2 reads the dp=4 ZeRO-3 checkpoint and writes one at step 15 (stopped), which one
+     * process resumes */
     snprintf(tdir[2], sizeof tdir[2], "%s/rs_z3", dir);
-    snprintf(args, sizeof args, "%s data.batch_size=4 parallel.zero=3 checkpoint.dir=%s/rs_ckpt3 train.out_dir=%s "
+    snprintf(args, sizeof args, "%s data.batch_size=4 parallel.zero=2 checkpoint.dir=%s/rs_ckpt3 train.out_dir=%s "
              "--resume %s/rs_ckpt/step_00000010", common, dir, tdir[2], dir);
     rc = gml_mpi(2, "GML_TEST_SIGNAL_AT_STEP=15", args, &out);
-    if (rc != 3) fail_msg("dp=2 zero=3 resume and stop at 15: exit %d\n%s", rc, out);
+    if (rc != 3) fail_msg("dp=2 zero=2 resume and stop at 15: exit %d\n%s", rc, out);
     free(out);
     char ck3[2048];
     snprintf(ck3, sizeof ck3, "%s/rs_ckpt3", dir);
     assert_int_equal(ckpt_info(ck3, &out), 0);
-    expect(out, "layout: 2 rank(s), dp 2 tp 1 pp 1, zero 3", "the ZeRO-3 checkpoint");
+    expect(out, "layout: 2 rank(s), dp 2 tp 1 pp 1, zero 2", "the dp=2 ZeRO-2 checkpoint");
     free(out);
     snprintf(tdir[3], sizeof tdir[3], "%s/rs_z3_dp1", dir);
     snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s %s/run.yaml %s data.batch_size=8 checkpoint.dir=%s "
              "train.out_dir=%s --resume auto", bin, dir, common, ck3, tdir[3]);
     rc = cli_run(cmd, &out);
-    if (rc != 0) fail_msg("ZeRO-3 checkpoint at 1 process: exit %d\n%s", rc, out);
-    expect(out, "step_00000015/state.h5 (step 15)", "ZeRO-3 checkpoint at 1 process");
+    if (rc != 0) fail_msg("dp=2 ZeRO-2 checkpoint at 1 process: exit %d\n%s", rc, out);
+    expect(out, "step_00000015/state.h5 (step 15)", "dp=2 ZeRO-2 checkpoint at 1 process");
     free(out);
     static curve ref, c;
     char rdir[2048];
