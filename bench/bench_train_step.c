@@ -7,6 +7,7 @@
  * usage: bench_train_step [--device cuda|cpu] [--layers 12] [--heads 12] [--width 768]
  *                         [--context 1024] [--vocab 50257] [--batch 16] [--steps 30] [--warmup 5]
  *                         [--recompute 0|1]   (1: GELU outputs recomputed in backward, train.recompute)
+ *                         [--head-chunks 4]   (logits for 1/k of the batch at a time, as training does; 0: whole)
  * Defaults are GPT-2 124M at 16 x 1024 tokens per step. Benchmarks print
  * figures; they assert nothing (bench/NOTES.md keeps the history).
  */
@@ -41,7 +42,7 @@ static int cmp_double(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     const char *device = "cuda";
-    int L = 12, NH = 12, C = 768, T = 1024, V = 50257, B = 16, steps = 30, warmup = 5, recompute = 0;
+    int L = 12, NH = 12, C = 768, T = 1024, V = 50257, B = 16, steps = 30, warmup = 5, recompute = 0, head_chunks = 4;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i];
         int v = atoi(argv[i + 1]);
@@ -55,12 +56,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--steps")) steps = v;
         else if (!strcmp(k, "--warmup")) warmup = v;
         else if (!strcmp(k, "--recompute")) recompute = v;
+        else if (!strcmp(k, "--head-chunks")) head_chunks = v;
         else {
             fprintf(stderr, "bench: unknown flag %s\n", k);
             return 2;
         }
     }
     gml_gpt_config c = {L, NH, C, T, V, (V + 127) / 128 * 128, 0.02f};
+    c.head_chunks = head_chunks;
     const char *g = getenv("GML_CUDA_GRAPHS");
     int graphs_off = g && !strcmp(g, "0");
     gml_backend *be;
@@ -102,9 +105,10 @@ int main(int argc, char **argv) {
     double mfu = be->peak_flops > 0 ? gml_gpt_flops_per_token(m, T) * tps / be->peak_flops : -1;
     printf("{\"bench\":\"train_step\",\"device\":\"%s\",\"backend\":\"%s\",\"layers\":%d,\"width\":%d,"
            "\"context\":%d,\"batch\":%d,\"params\":%zu,\"ms_per_step\":%.3f,\"tokens_per_s\":%.0f,"
-           "\"mfu\":%.4f,\"peak_mem_gib\":%.3f,\"loss\":%.4f,\"cuda_graphs\":%s,\"recompute\":%d}\n",
+           "\"mfu\":%.4f,\"peak_mem_gib\":%.3f,\"loss\":%.4f,\"cuda_graphs\":%s,\"recompute\":%d,\"head_chunks\":%d}\n",
            be->device_name, be->name, L, C, T, B, gml_gpt_num_params(m), med * 1e3, tps, mfu,
-           (double)peak / (1024.0 * 1024 * 1024), loss / (double)N, be->iface->graph_begin && !graphs_off ? "true" : "false", recompute);
+           (double)peak / (1024.0 * 1024 * 1024), loss / (double)N, be->iface->graph_begin && !graphs_off ? "true" : "false", recompute,
+           head_chunks);
     be->iface->free(be, acc);
     free(in);
     free(tg);

@@ -103,6 +103,13 @@ struct gml_gpt {
     uint32_t drop_threshold;
     float drop_scale;
 
+    /* head_chunks: sequences per head piece (B_max without chunking); the
+     * rows the logits buffer holds after the last forward; head_done: the
+     * last training forward did the head's backward already */
+    int head_bc;
+    size_t logits_r0, logits_n;
+    int head_done;
+
     /* gml_gpt_train_micro's recording of a micro-step and what it was
      * recorded for; graph_seen: one unrecorded run with these arguments done */
     void *graph;
@@ -201,7 +208,7 @@ static size_t layout_acts(gml_gpt *m, uintptr_t base) {
     m->lnf = carve(&cv, N * C * as);
     m->lnf_mean = carve(&cv, N * 4);
     m->lnf_rstd = carve(&cv, N * 4);
-    m->logits = carve(&cv, N * Vp * as);
+    m->logits = carve(&cv, (size_t)m->head_bc * (size_t)m->T_max * Vp * as); /* one head piece */
     m->losses = carve(&cv, N * 4);
     m->scratch_c = carve(&cv, N * C * as);
     m->scratch_4c = m->recompute ? carve(&cv, N * 4 * C * as) : NULL;
@@ -334,6 +341,9 @@ gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max,
     if (B_max < 1 || T_max < 1 || T_max > cfg->block_size)
         return gml_error_set(GML_ERR_INVALID_ARG, "bad micro-batch %dx%d for block_size %d", B_max, T_max,
                              cfg->block_size);
+    if (cfg->head_chunks > 1 && cfg->sharded_params)
+        return gml_error_set(GML_ERR_INVALID_ARG, "head_chunks (%d) needs the full gradient buffer: not with "
+                             "sharded_params", cfg->head_chunks);
     gml_status st = GML_OK;
     gml_gpt *m = calloc(1, sizeof *m);
     if (!m) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
@@ -342,6 +352,7 @@ gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max,
     m->B_max = B_max;
     m->T_max = T_max;
     m->recompute = recompute;
+    m->head_bc = cfg->head_chunks > 1 ? (B_max + cfg->head_chunks - 1) / cfg->head_chunks : B_max;
     m->drop_threshold = gml_dropout_threshold(cfg->dropout);
     m->drop_scale = 1.0f / (1.0f - cfg->dropout);
     const char *graphs = getenv("GML_CUDA_GRAPHS");
@@ -594,11 +605,35 @@ static gml_status layer_forward(gml_gpt *m, const layer *ly, float dscale, int w
     case LAYER_BLOCK:
         return block_forward(m, ly->block, block_input(m, ly->block));
     case LAYER_HEAD: { /* ln_f came with the last block's residual add (norm_after_block) */
-        GML_CHECK(o->matmul_forward(be, m->logits, m->lnf, cp(m, m->i_wte), NULL, N, C,
-                                    m->cfg.padded_vocab_size));
-        if (!with_targets) return GML_OK;
-        return o->classifier_forward_backward(be, m->losses, m->logits, m->targets, dscale, N, m->cfg.vocab_size,
-                                              m->cfg.padded_vocab_size);
+        const int Vp = m->cfg.padded_vocab_size, V = m->cfg.vocab_size;
+        m->head_done = 0;
+        m->logits_r0 = 0;
+        m->logits_n = (size_t)N;
+        if (B <= m->head_bc) { /* one piece: the logits of every row stay for backward / logits_row */
+            GML_CHECK(o->matmul_forward(be, m->logits, m->lnf, cp(m, m->i_wte), NULL, N, C, Vp));
+            if (!with_targets) return GML_OK;
+            return o->classifier_forward_backward(be, m->losses, m->logits, m->targets, dscale, N, V, Vp);
+        }
+        if (!with_targets)
+            return gml_error_set(GML_ERR_INVALID_ARG, "a forward without targets keeps the logits of at most %d "
+                                 "sequences (head_chunks = %d); this one has %d", m->head_bc, m->cfg.head_chunks, B);
+        /* piece by piece: each piece's logits gradient is used before the
+         * next piece overwrites it (see gml_gpt_config.head_chunks) */
+        for (int b0 = 0; b0 < B; b0 += m->head_bc) {
+            int nb = B - b0 < m->head_bc ? B - b0 : m->head_bc, n = nb * T;
+            size_t r0 = (size_t)b0 * (size_t)T;
+            const void *x = act_at(m, m->lnf, r0 * (size_t)C);
+            GML_CHECK(o->matmul_forward(be, m->logits, x, cp(m, m->i_wte), NULL, n, C, Vp));
+            GML_CHECK(o->classifier_forward_backward(be, m->losses + r0, m->logits, m->targets + r0, dscale, n, V,
+                                                     Vp));
+            if (dscale != 0.0f)
+                GML_CHECK(o->matmul_backward(be, act_at(m, m->dbuf_c, r0 * (size_t)C), gp(m, m->i_wte), NULL,
+                                             m->logits, x, cp(m, m->i_wte), n, C, Vp));
+            m->logits_r0 = r0;
+            m->logits_n = (size_t)n;
+        }
+        m->head_done = dscale != 0.0f;
+        return GML_OK;
     }
     }
     return gml_error_set(GML_ERR_INTERNAL, "unknown layer kind %d", (int)ly->kind);
@@ -616,8 +651,9 @@ static gml_status layer_backward(gml_gpt *m, const layer *ly) {
         return block_backward(m, ly->block, block_input(m, ly->block));
     case LAYER_HEAD: {
         const void *x = block_input(m, m->cfg.n_layer);
-        GML_CHECK(o->matmul_backward(be, m->dbuf_c, gp(m, m->i_wte), NULL, m->logits, m->lnf, cp(m, m->i_wte), N,
-                                     C, m->cfg.padded_vocab_size));
+        if (!m->head_done) /* else the forward did it piece by piece (head_chunks) */
+            GML_CHECK(o->matmul_backward(be, m->dbuf_c, gp(m, m->i_wte), NULL, m->logits, m->lnf, cp(m, m->i_wte),
+                                         N, C, m->cfg.padded_vocab_size));
         GML_CHECK(o->memset_zero(be, m->dresidual, (size_t)N * C * m->as));
         return o->layernorm_backward(be, m->dresidual, gp(m, m->i_lnfw), gp(m, m->i_lnfb), m->dbuf_c, x,
                                      cp(m, m->i_lnfw), m->lnf_mean, m->lnf_rstd, N, C);
@@ -829,6 +865,9 @@ gml_status gml_gpt_logits_row(gml_gpt *m, int b, int t, float *out) {
     if (b < 0 || b >= m->B || t < 0 || t >= m->T)
         return gml_error_set(GML_ERR_INVALID_ARG, "row (%d,%d) outside the last forward %dx%d", b, t, m->B, m->T);
     size_t row = (size_t)b * (size_t)m->T + (size_t)t;
-    const void *src = act_at(m, m->logits, row * (size_t)m->cfg.padded_vocab_size);
+    if (row < m->logits_r0 || row >= m->logits_r0 + m->logits_n)
+        return gml_error_set(GML_ERR_INVALID_ARG, "row (%d,%d): the head ran in pieces and keeps rows %zu-%zu only",
+                             b, t, m->logits_r0, m->logits_r0 + m->logits_n - 1);
+    const void *src = act_at(m, m->logits, (row - m->logits_r0) * (size_t)m->cfg.padded_vocab_size);
     return m->be->iface->download_f32(m->be, out, src, m->be->act_dtype, (size_t)m->cfg.vocab_size);
 }

@@ -52,6 +52,14 @@ typedef struct {
                                     multiple of this (the dp size, so ZeRO shards are equal); 0 or 1: none */
     int sharded_params;          /* 1: no full-length parameter, compute or gradient buffers; a provider
                                     supplies per-unit windows (ZeRO-3, see above); 0: full buffers */
+    int head_chunks;             /* k > 1: the (N, Vp) logits exist for ceil(B_max / k) sequences at a
+                                    time. A forward with targets runs the head piece by piece: logits,
+                                    loss, and in a training forward (dscale != 0) at once the head's
+                                    backward (d ln_f output, wte gradient +=), since the piece's logits
+                                    gradient is overwritten by the next piece; gml_gpt_backward then
+                                    starts from the stored d ln_f. A forward without targets may have
+                                    at most ceil(B_max / k) sequences. Not with sharded_params. 0 or 1:
+                                    the whole logits, the head's backward in gml_gpt_backward. */
 } gml_gpt_config;
 
 typedef struct gml_gpt gml_gpt;

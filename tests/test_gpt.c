@@ -86,6 +86,55 @@ static void test_recompute_same_grads(void **state) {
     free(b);
 }
 
+/* head_chunks = 3 at B = 4 (pieces of 2 + 2 sequences, the head's backward
+ * done in the forward) against the whole-logits head: the same losses and
+ * gradients up to fp32 summation order of the wte gradient; a forward without
+ * targets of more sequences than a piece is refused, one piece is kept for
+ * logits_row. */
+static void test_head_chunks(void **state) {
+    gml_backend *be = *state;
+    gml_gpt_config c = CFG;
+    c.head_chunks = 3;
+    gml_gpt *m[2];
+    OK(gml_gpt_create(be, &CFG, B, T, 0, &m[0]));
+    OK(gml_gpt_create(be, &c, B, T, 0, &m[1]));
+    int32_t in[B * T], tg[B * T];
+    batch(11, in, tg, B * T);
+    size_t P = gml_gpt_num_params(m[0]);
+    float *g[2], loss[2];
+    float *acc;
+    OK(be->iface->alloc(be, (void **)&acc, 4));
+    for (int k = 0; k < 2; k++) {
+        OK(gml_gpt_init_weights(m[k], 42));
+        OK(gml_gpt_zero_grads(m[k]));
+        OK(be->iface->memset_zero(be, acc, 4));
+        OK(gml_gpt_forward(m[k], in, tg, B, T, 1.0f / (B * T)));
+        OK(gml_gpt_loss_accumulate(m[k], acc));
+        OK(gml_gpt_backward(m[k]));
+        OK(be->iface->download_f32(be, &loss[k], acc, GML_DTYPE_F32, 1));
+        g[k] = malloc(P * sizeof *g[k]);
+        assert_non_null(g[k]);
+        OK(gml_gpt_get_grads_host(m[k], g[k]));
+    }
+    double e = rel_err(g[1], g[0], P);
+    printf("head in pieces of 2 sequences vs whole: loss %.9g vs %.9g, gradients within %.2e\n", (double)loss[1],
+           (double)loss[0], e);
+    assert_true(fabs((double)loss[1] - loss[0]) <= 1e-6 * fabs((double)loss[0]));
+    assert_true(e < 1e-6);
+    assert_int_equal(gml_gpt_forward(m[1], in, NULL, B, T, 0.0f), GML_ERR_INVALID_ARG);
+    OK(gml_gpt_forward(m[1], in, NULL, 2, T, 0.0f)); /* one piece: all its logits are kept */
+    float row[2][32];
+    OK(gml_gpt_forward(m[0], in, NULL, 2, T, 0.0f));
+    OK(gml_gpt_logits_row(m[0], 1, 3, row[0]));
+    OK(gml_gpt_logits_row(m[1], 1, 3, row[1]));
+    assert_memory_equal(row[0], row[1], (size_t)CFG.vocab_size * sizeof(float));
+    be->iface->free(be, acc);
+    for (int k = 0; k < 2; k++) {
+        free(g[k]);
+        gml_gpt_destroy(m[k]);
+    }
+}
+
 static void test_grad_accumulation(void **state) {
     gml_backend *be = *state;
     size_t P = num_params(be);
@@ -461,7 +510,7 @@ int main(void) {
         cmocka_unit_test(test_recompute_same_grads), cmocka_unit_test(test_grad_accumulation),
         cmocka_unit_test(test_adamw_overfits_a_batch), cmocka_unit_test(test_lr_schedule),
         cmocka_unit_test(test_weights_round_trip), cmocka_unit_test(test_padding_rows_stay_zero),
-        cmocka_unit_test(test_sharded_params_with_provider),
+        cmocka_unit_test(test_sharded_params_with_provider), cmocka_unit_test(test_head_chunks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
