@@ -103,12 +103,13 @@ int main(int argc, char **argv) {
     size_t in_use, peak;
     be->iface->mem_stats(be, &in_use, &peak);
     double mfu = be->peak_flops > 0 ? gml_gpt_flops_per_token(m, T) * tps / be->peak_flops : -1;
+    const char *graphs = be->iface->graph_begin && !graphs_off ? "true" : "false";
     printf("{\"bench\":\"train_step\",\"device\":\"%s\",\"backend\":\"%s\",\"layers\":%d,\"width\":%d,"
            "\"context\":%d,\"batch\":%d,\"params\":%zu,\"ms_per_step\":%.3f,\"tokens_per_s\":%.0f,"
-           "\"mfu\":%.4f,\"peak_mem_gib\":%.3f,\"loss\":%.4f,\"cuda_graphs\":%s,\"recompute\":%d,\"head_chunks\":%d}\n",
+           "\"mfu\":%.4f,\"peak_mem_gib\":%.3f,\"loss\":%.4f,\"cuda_graphs\":%s,\"recompute\":%d,"
+           "\"head_chunks\":%d}\n",
            be->device_name, be->name, L, C, T, B, gml_gpt_num_params(m), med * 1e3, tps, mfu,
-           (double)peak / (1024.0 * 1024 * 1024), loss / (double)N, be->iface->graph_begin && !graphs_off ? "true" : "false", recompute,
-           head_chunks);
+           (double)peak / (1024.0 * 1024 * 1024), loss / (double)N, graphs, recompute, head_chunks);
     be->iface->free(be, acc);
     free(in);
     free(tg);

@@ -606,33 +606,29 @@ static gml_status layer_forward(gml_gpt *m, const layer *ly, float dscale, int w
         return block_forward(m, ly->block, block_input(m, ly->block));
     case LAYER_HEAD: { /* ln_f came with the last block's residual add (norm_after_block) */
         const int Vp = m->cfg.padded_vocab_size, V = m->cfg.vocab_size;
-        m->head_done = 0;
-        m->logits_r0 = 0;
-        m->logits_n = (size_t)N;
-        if (B <= m->head_bc) { /* one piece: the logits of every row stay for backward / logits_row */
-            GML_CHECK(o->matmul_forward(be, m->logits, m->lnf, cp(m, m->i_wte), NULL, N, C, Vp));
-            if (!with_targets) return GML_OK;
-            return o->classifier_forward_backward(be, m->losses, m->logits, m->targets, dscale, N, V, Vp);
-        }
-        if (!with_targets)
+        /* more sequences than one piece holds: piece by piece, each piece's
+         * logits gradient used (the head's backward) before the next piece
+         * overwrites it (see gml_gpt_config.head_chunks); else one piece
+         * whose logits stay for backward / logits_row */
+        const int pieces = B > m->head_bc, step = pieces ? m->head_bc : B;
+        if (pieces && !with_targets)
             return gml_error_set(GML_ERR_INVALID_ARG, "a forward without targets keeps the logits of at most %d "
                                  "sequences (head_chunks = %d); this one has %d", m->head_bc, m->cfg.head_chunks, B);
-        /* piece by piece: each piece's logits gradient is used before the
-         * next piece overwrites it (see gml_gpt_config.head_chunks) */
-        for (int b0 = 0; b0 < B; b0 += m->head_bc) {
-            int nb = B - b0 < m->head_bc ? B - b0 : m->head_bc, n = nb * T;
+        for (int b0 = 0; b0 < B; b0 += step) {
+            int n = (B - b0 < step ? B - b0 : step) * T;
             size_t r0 = (size_t)b0 * (size_t)T;
             const void *x = act_at(m, m->lnf, r0 * (size_t)C);
             GML_CHECK(o->matmul_forward(be, m->logits, x, cp(m, m->i_wte), NULL, n, C, Vp));
-            GML_CHECK(o->classifier_forward_backward(be, m->losses + r0, m->logits, m->targets + r0, dscale, n, V,
-                                                     Vp));
-            if (dscale != 0.0f)
+            if (with_targets)
+                GML_CHECK(o->classifier_forward_backward(be, m->losses + r0, m->logits, m->targets + r0, dscale, n,
+                                                         V, Vp));
+            if (pieces && dscale != 0.0f)
                 GML_CHECK(o->matmul_backward(be, act_at(m, m->dbuf_c, r0 * (size_t)C), gp(m, m->i_wte), NULL,
                                              m->logits, x, cp(m, m->i_wte), n, C, Vp));
             m->logits_r0 = r0;
             m->logits_n = (size_t)n;
         }
-        m->head_done = dscale != 0.0f;
+        m->head_done = pieces && dscale != 0.0f;
         return GML_OK;
     }
     }

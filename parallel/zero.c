@@ -78,13 +78,19 @@ static void piece(const gml_zero *z, size_t lo, size_t hi, int k, size_t *a, siz
     if (*b < *a) *b = *a;
 }
 
-static gml_status wait_window(param_window *w) {
+/* Wait for the *n requests of reqs, all of them; the first error counts. */
+static gml_status wait_all(gml_comm_req **reqs, int *n) {
     gml_status st = GML_OK;
-    for (int k = 0; k < w->nreq; k++) { /* wait for all; keep the first error */
-        gml_status s = gml_comm_wait(&w->reqs[k]);
+    for (int k = 0; k < *n; k++) {
+        gml_status s = gml_comm_wait(&reqs[k]);
         if (st == GML_OK) st = s;
     }
-    w->nreq = 0;
+    *n = 0;
+    return st;
+}
+
+static gml_status wait_window(param_window *w) {
+    gml_status st = wait_all(w->reqs, &w->nreq);
     w->ready = st == GML_OK;
     return st;
 }
@@ -142,13 +148,7 @@ static gml_status settle(gml_zero *z, grad_window *w) {
     if (w->unit < 0 || !w->reducing) return GML_OK;
     gml_backend *be = gml_gpt_backend(z->model);
     size_t lo = z->ulo[w->unit], hi = z->uhi[w->unit], a, b;
-    gml_status st = GML_OK;
-    for (int k = 0; k < w->nreq; k++) { /* wait for all; keep the first error */
-        gml_status s = gml_comm_wait(&w->reqs[k]);
-        if (st == GML_OK) st = s;
-    }
-    w->nreq = 0;
-    GML_CHECK(st);
+    GML_CHECK(wait_all(w->reqs, &w->nreq));
     piece(z, lo, hi, z->rank, &a, &b);
     if (b > a)
         GML_CHECK(be->iface->memcpy_d2d(be, z->gshard + (a - (size_t)z->rank * z->S), w->base + (a - lo),
@@ -291,7 +291,7 @@ static void z3_destroy(gml_zero *z) {
     if (z->stage == 3) gml_gpt_set_provider(z->model, NULL);
     for (int i = 0; i < N_WINDOWS; i++) {
         if (z->pw[i].reqs) (void)wait_window(&z->pw[i]); /* nothing may still write into freed memory */
-        for (int k = 0; k < z->gw[i].nreq; k++) (void)gml_comm_wait(&z->gw[i].reqs[k]);
+        (void)wait_all(z->gw[i].reqs, &z->gw[i].nreq);
         free(z->gw[i].reqs);
         free(z->pw[i].reqs);
         if (z->pw[i].buf) be->iface->free(be, z->pw[i].buf);

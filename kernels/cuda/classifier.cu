@@ -27,11 +27,36 @@ __device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2
     m = mn;
 }
 
-__global__ void classifier_kernel(float *losses /* (N) */, bf16 *logits /* (N,Vp) in place */,
-                                  const int32_t *targets /* (N) */, float dscale, int N, int V, int Vp) {
+/* (m, s) of this block's CLS_THREADS threads merged, in a fixed order (the
+ * same inputs give the same bits); lse is valid in every thread */
+__device__ float block_lse(float m, float s) {
     __shared__ float sh_m[CLS_THREADS / 32];
     __shared__ float sh_s[CLS_THREADS / 32];
     __shared__ float sh_lse;
+    for (int o = 16; o > 0; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o);
+        float s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        lse_merge(m, s, m2, s2);
+    }
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) {
+        sh_m[warp] = m;
+        sh_s[warp] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float bm = sh_m[0], bs = sh_s[0];
+        for (int w = 1; w < CLS_THREADS / 32; w++)
+            lse_merge(bm, bs, sh_m[w], sh_s[w]);
+        sh_lse = bm + logf(bs);
+    }
+    __syncthreads();
+    return sh_lse;
+}
+
+/* blockDim.x = CLS_THREADS (block_lse's block size) */
+__global__ void classifier_kernel(float *losses /* (N) */, bf16 *logits /* (N,Vp) in place */,
+                                  const int32_t *targets /* (N) */, float dscale, int N, int V, int Vp) {
     const int row = blockIdx.x;
     bf16 *x = logits + (size_t)row * Vp;
     const int target = targets[row];
@@ -49,29 +74,9 @@ __global__ void classifier_kernel(float *losses /* (N) */, bf16 *logits /* (N,Vp
             s += expf(v - m);
         }
     }
-    /* warp merge, then one value per warp through shared memory */
-    for (int o = 16; o > 0; o >>= 1) {
-        float m2 = __shfl_xor_sync(0xffffffffu, m, o);
-        float s2 = __shfl_xor_sync(0xffffffffu, s, o);
-        lse_merge(m, s, m2, s2);
-    }
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
-    if (lane == 0) {
-        sh_m[warp] = m;
-        sh_s[warp] = s;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        float bm = sh_m[0], bs = sh_s[0];
-        for (int w = 1; w < nwarps; w++)
-            lse_merge(bm, bs, sh_m[w], sh_s[w]);
-        const float lse = bm + logf(bs);
-        sh_lse = lse;
-        losses[row] = target_ok ? lse - x_target : __int_as_float(0x7fc00000); /* NaN */
-    }
-    __syncthreads();
+    const float lse = block_lse(m, s);
+    if (threadIdx.x == 0) losses[row] = target_ok ? lse - x_target : __int_as_float(0x7fc00000); /* NaN */
     if (dscale == 0.0f) return;
-    const float lse = sh_lse;
     for (int cidx = threadIdx.x; cidx < Vp; cidx += blockDim.x) {
         float g = 0.0f;
         if (cidx < V) {
@@ -80,34 +85,6 @@ __global__ void classifier_kernel(float *losses /* (N) */, bf16 *logits /* (N,Vp
         }
         x[cidx] = f2bf(g);
     }
-}
-
-#define CLS_VEC_THREADS 1024
-
-/* (m, s) of this block's threads merged; the result is valid in every thread */
-__device__ float block_lse(float m, float s) {
-    __shared__ float sh_m[CLS_VEC_THREADS / 32];
-    __shared__ float sh_s[CLS_VEC_THREADS / 32];
-    __shared__ float sh_lse;
-    for (int o = 16; o > 0; o >>= 1) {
-        float m2 = __shfl_xor_sync(0xffffffffu, m, o);
-        float s2 = __shfl_xor_sync(0xffffffffu, s, o);
-        lse_merge(m, s, m2, s2);
-    }
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    if (lane == 0) {
-        sh_m[warp] = m;
-        sh_s[warp] = s;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        float bm = sh_m[0], bs = sh_s[0];
-        for (int w = 1; w < CLS_VEC_THREADS / 32; w++)
-            lse_merge(bm, bs, sh_m[w], sh_s[w]);
-        sh_lse = bm + logf(bs);
-    }
-    __syncthreads();
-    return sh_lse;
 }
 
 __device__ __forceinline__ void unpack8(uint4 raw, float *f) {
@@ -121,7 +98,7 @@ __device__ __forceinline__ void unpack8(uint4 raw, float *f) {
 }
 
 /* classifier_kernel's contract for Vp % 8 == 0 and 16-byte aligned rows;
- * blockDim.x = CLS_VEC_THREADS. Thread t owns the 8-column groups t, t + 1024,
+ * blockDim.x = CLS_THREADS. Thread t owns the 8-column groups t, t + 1024,
  * ... of the row; the group holding column V-1 may be partly padding. */
 __global__ void classifier_vec_kernel(float *losses /* (N) */, bf16 *logits /* (N,Vp) in place */,
                                       const int32_t *targets /* (N) */, float dscale, int N, int V, int Vp) {
@@ -134,7 +111,7 @@ __global__ void classifier_vec_kernel(float *losses /* (N) */, bf16 *logits /* (
     const int groups = Vp / 8;
 
     float m = -1e30f, s = 0.0f;
-    for (int gi = threadIdx.x; gi < groups; gi += CLS_VEC_THREADS) {
+    for (int gi = threadIdx.x; gi < groups; gi += CLS_THREADS) {
         float f[8];
         unpack8(xv[gi], f);
         const int c0 = gi * 8;
@@ -159,7 +136,7 @@ __global__ void classifier_vec_kernel(float *losses /* (N) */, bf16 *logits /* (
     const float lse = block_lse(m, s);
     if (threadIdx.x == 0) losses[row] = target_ok ? lse - x_target : __int_as_float(0x7fc00000); /* NaN */
     if (dscale == 0.0f) return;
-    for (int gi = threadIdx.x; gi < groups; gi += CLS_VEC_THREADS) {
+    for (int gi = threadIdx.x; gi < groups; gi += CLS_THREADS) {
         float f[8];
         unpack8(xv[gi], f);
         const int c0 = gi * 8;
@@ -187,7 +164,7 @@ gml_status gml_cuda_classifier_forward_backward(gml_backend *be, float *losses, 
     if (V <= 0 || Vp < V)
         return gml_error_set(GML_ERR_INVALID_ARG, "classifier_forward_backward: V=%d Vp=%d (need 0 < V <= Vp)", V, Vp);
     if (Vp % 8 == 0 && ((uintptr_t)logits & 15u) == 0) {
-        classifier_vec_kernel<<<(unsigned)N, CLS_VEC_THREADS, 0, c->stream>>>(losses, (bf16 *)logits, targets, dscale,
+        classifier_vec_kernel<<<(unsigned)N, CLS_THREADS, 0, c->stream>>>(losses, (bf16 *)logits, targets, dscale,
                                                                               N, V, Vp);
         CUDA_CHECK_LAUNCH("classifier_vec_kernel");
         return GML_OK;

@@ -174,21 +174,18 @@ static gml_status lt_matmul(gml_cuda_ctx *ctx, bool transa, bool transb, int m, 
             if (found) algo = hit->algo;
         } else {
             CUBLAS_CHECK_GOTO(cublasLtMatmulPreferenceCreate(&pref), st, done);
-            CUBLAS_CHECK_GOTO(
-                cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws),
-                st, done);
-            CUBLAS_CHECK_GOTO(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                                                                   &al_a, sizeof al_a),
-                              st, done);
-            CUBLAS_CHECK_GOTO(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                                   &al_b, sizeof al_b),
-                              st, done);
-            CUBLAS_CHECK_GOTO(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                                   &al_d, sizeof al_d),
-                              st, done);
-            CUBLAS_CHECK_GOTO(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                                   &al_d, sizeof al_d),
-                              st, done);
+            const struct {
+                cublasLtMatmulPreferenceAttributes_t attr;
+                const void *val;
+                size_t bytes;
+            } prefs[] = {{CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws},
+                         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a},
+                         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b},
+                         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d},
+                         {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d}};
+            for (size_t i = 0; i < sizeof prefs / sizeof prefs[0]; i++)
+                CUBLAS_CHECK_GOTO(
+                    cublasLtMatmulPreferenceSetAttribute(pref, prefs[i].attr, prefs[i].val, prefs[i].bytes), st, done);
             cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(ctx->lt, op, la, lb, ld, ld, pref, 1, &heur, &found);
             if (hs != CUBLAS_STATUS_SUCCESS) found = 0;
             if (found) algo = heur.algo;
