@@ -6,8 +6,10 @@
  * backends draw the same masks, core/dropout.h). And two GPU runs give the
  * same losses and final weights bit for bit (no atomics or other order
  * dependence in any kernel: what bit-for-bit resume will rest on), and the
- * micro-step replayed from a CUDA graph equals the one launched op by op. Skipped
- * (exit 77) without a CUDA device. */
+ * micro-step replayed from a CUDA graph equals the one launched op by op, and
+ * the matmul answers timed by kernels/cuda/matmul.cu's lt_tune give the bits
+ * of cuBLASLt's first answers (GML_LT_TUNE=0). Skipped (exit 77) without a
+ * CUDA device. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -153,6 +155,34 @@ static void test_graph_replay_bit_identical(void **state) {
     free(pb);
 }
 
+/* Timed matmul answers change nothing: a run with lt_tune's choices and a
+ * run with the heuristic's first answers (GML_LT_TUNE=0) have the same
+ * losses and weights, bit for bit. */
+static void test_tuned_matmuls_bit_identical(void **state) {
+    (void)state;
+    double la[STEPS], lb[STEPS];
+    float *pa = NULL, *pb = NULL;
+    size_t na = 0, nb = 0;
+    const char *old = getenv("GML_LT_TUNE");
+    char *saved = old ? strdup(old) : NULL;
+    assert_int_equal(unsetenv("GML_LT_TUNE"), 0);
+    run_with("cuda", 0.0f, 1, la, &pa, &na);
+    assert_int_equal(setenv("GML_LT_TUNE", "0", 1), 0);
+    run_with("cuda", 0.0f, 1, lb, &pb, &nb);
+    if (saved) assert_int_equal(setenv("GML_LT_TUNE", saved, 1), 0);
+    else assert_int_equal(unsetenv("GML_LT_TUNE"), 0);
+    free(saved);
+    assert_int_equal(na, nb);
+    for (int s = 0; s < STEPS; s++) {
+        if (memcmp(&la[s], &lb[s], sizeof la[s]) != 0)
+            fail_msg("step %d: loss %.9g tuned, %.9g with the first answers", s, la[s], lb[s]);
+    }
+    assert_memory_equal(pa, pb, na * sizeof *pa);
+    printf("tuned matmuls vs the heuristic's first answers: %d losses and %zu weights identical\n", STEPS, na);
+    free(pa);
+    free(pb);
+}
+
 /* The head in pieces (head_chunks = 3: 3 + 3 + 2 sequences, its backward
  * inside the forward; what training uses) tracks the whole head on the GPU:
  * the only difference is the bf16 rounding of the wte gradient's sum. */
@@ -192,6 +222,7 @@ int main(void) {
                                        cmocka_unit_test(test_loss_curves_track_dropout),
                                        cmocka_unit_test(test_gpu_runs_bit_identical),
                                        cmocka_unit_test(test_graph_replay_bit_identical),
+                                       cmocka_unit_test(test_tuned_matmuls_bit_identical),
                                        cmocka_unit_test(test_head_chunks_track)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
