@@ -7,8 +7,12 @@
  * kernels: each lane moves 8 bf16 per 128-bit load; others the scalar ones.
  * Backward: one warp per row for dinp (+=, bf16 read-modify-write); dweight
  * and dbias (f32 +=) are column sums over rows done deterministically in two
- * stages: blocks of 32 columns x a chunk of rows write partial sums to
- * scratch, then gml_cuda_sum_partials adds the chunks in a fixed order.
+ * stages: blocks of columns x a chunk of rows write partial sums to scratch
+ * (256 columns per block with 128-bit loads, 8 per lane, for the vectorised
+ * rows; 32 otherwise), then gml_cuda_sum_partials adds the chunks in a fixed
+ * order. (Adding the chunks in the last block of each column group instead,
+ * one launch fewer, measured slower: one block reads 256 chunks x 256 columns
+ * at the kernel's tail, +6-11 us a call; bench/NOTES.md.)
  * (A single kernel for dinp and the partial sums, keeping a lane's column
  * sums in registers, was measured on an H100 at 59 us per GPT-2 call against
  * 33 + 25 us for the two below: 128 registers leave 16 warps per SM and it
@@ -214,8 +218,52 @@ static bool ln_vec_ok(int C, const void *a, const void *b, const void *c2, const
     return true;
 }
 
-/* Block (32, 8): 32 columns x 8 row lanes; blockIdx.y picks a chunk of rows.
- * partial_dw/partial_db: (gridDim.y, C). */
+/* Partial sums over a chunk of rows of dout * xhat (for dweight) and dout
+ * (for dbias), for the vectorised rows: block (32, 8) takes 256 columns (8
+ * per lane) of the chunk blockIdx.y, row lane y its rows y, y + 8, ...; the
+ * lanes are added in order into partial_dw / partial_db (gridDim.y, C). */
+__global__ void layernorm_backward_params_vec_kernel(float *partial_dw, float *partial_db, const bf16 *dout,
+                                                     const bf16 *inp, const float *mean, const float *rstd, int N,
+                                                     int C, int rows_per_chunk) {
+    __shared__ float sh_w[8][256], sh_b[8][256];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int c0 = (blockIdx.x * 32 + tx) * 8;
+    const int r0 = blockIdx.y * rows_per_chunk, r1 = min(N, r0 + rows_per_chunk);
+    float aw[8], ab[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) aw[i] = ab[i] = 0.0f;
+    if (c0 < C) {
+#pragma unroll 2
+        for (int r = r0 + ty; r < r1; r += 8) {
+            const float m = mean[r], rs = rstd[r];
+            bf16x8 d = load8(dout + (size_t)r * C + c0), x = load8(inp + (size_t)r * C + c0);
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                aw[i] += d.v[i] * ((x.v[i] - m) * rs);
+                ab[i] += d.v[i];
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        sh_w[ty][tx * 8 + i] = aw[i];
+        sh_b[ty][tx * 8 + i] = ab[i];
+    }
+    __syncthreads();
+    const int j = ty * 32 + tx, c = blockIdx.x * 256 + j;
+    if (c < C) {
+        float sw = 0.0f, sb = 0.0f;
+        for (int k = 0; k < 8; k++) {
+            sw += sh_w[k][j];
+            sb += sh_b[k][j];
+        }
+        partial_dw[(size_t)blockIdx.y * C + c] = sw;
+        partial_db[(size_t)blockIdx.y * C + c] = sb;
+    }
+}
+
+/* The same for any row: block (32, 8): 32 columns x 8 row lanes; blockIdx.y
+ * picks a chunk of rows. partial_dw/partial_db: (gridDim.y, C). */
 __global__ void layernorm_backward_params_partial_kernel(float *partial_dw, float *partial_db,
                                                          const bf16 *dout /* (N,C) */, const bf16 *inp /* (N,C) */,
                                                          const float *mean, const float *rstd, int N, int C,
@@ -271,7 +319,8 @@ gml_status gml_cuda_layernorm_backward(gml_backend *be, void *dinp, float *dweig
     gml_cuda_ctx *c = NULL;
     GML_CHECK(gml_cuda_enter(be, &c));
     if (N <= 0 || C <= 0) return GML_OK;
-    if (ln_vec_ok(C, dinp, dout, inp, weight, NULL)) {
+    const bool vec = ln_vec_ok(C, dinp, dout, inp, weight, NULL);
+    if (vec) {
         layernorm_backward_dinp_vec_kernel<<<cuda_ceil_div((size_t)N, LN_WARPS), LN_WARPS * 32, 0, c->stream>>>(
             (bf16 *)dinp, (const bf16 *)dout, (const bf16 *)inp, (const bf16 *)weight, mean, rstd, N, C);
         CUDA_CHECK_LAUNCH("layernorm_backward_dinp_vec_kernel");
@@ -288,10 +337,17 @@ gml_status gml_cuda_layernorm_backward(gml_backend *be, void *dinp, float *dweig
     GML_CHECK(gml_cuda_scratch(c, 2 * (size_t)chunks * C * sizeof(float), &scratch));
     float *partial_dw = (float *)scratch;                /* (chunks, C) */
     float *partial_db = partial_dw + (size_t)chunks * C; /* (chunks, C) */
-    dim3 grid(cuda_ceil_div((size_t)C, 32), (unsigned)chunks);
-    layernorm_backward_params_partial_kernel<<<grid, dim3(32, 8), 0, c->stream>>>(
-        partial_dw, partial_db, (const bf16 *)dout, (const bf16 *)inp, mean, rstd, N, C, rows_per_chunk);
-    CUDA_CHECK_LAUNCH("layernorm_backward_params_partial_kernel");
+    if (vec) {
+        dim3 grid(cuda_ceil_div((size_t)C, 256), (unsigned)chunks);
+        layernorm_backward_params_vec_kernel<<<grid, dim3(32, 8), 0, c->stream>>>(
+            partial_dw, partial_db, (const bf16 *)dout, (const bf16 *)inp, mean, rstd, N, C, rows_per_chunk);
+        CUDA_CHECK_LAUNCH("layernorm_backward_params_vec_kernel");
+    } else {
+        dim3 grid(cuda_ceil_div((size_t)C, 32), (unsigned)chunks);
+        layernorm_backward_params_partial_kernel<<<grid, dim3(32, 8), 0, c->stream>>>(
+            partial_dw, partial_db, (const bf16 *)dout, (const bf16 *)inp, mean, rstd, N, C, rows_per_chunk);
+        CUDA_CHECK_LAUNCH("layernorm_backward_params_partial_kernel");
+    }
     return gml_cuda_sum_partials(c, dweight, partial_dw, dbias, partial_db, chunks, C);
 }
 
