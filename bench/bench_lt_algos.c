@@ -6,8 +6,10 @@
  * per product: the first answer's time, the best time, the best's index and
  * its configuration (tile, stages, split-K, reduction scheme), which answers
  * give bit-identical outputs to the first (same_bits, one flag per answer:
- * the ones matmul.cu's lt_tune may choose among), the fastest of those, and
- * the step-weighted totals.
+ * the ones matmul.cu's lt_tune may choose among), whether each answer
+ * repeats its own bits (repeatable), the fastest of those, and the
+ * step-weighted totals. One probe not in the step: DGELU_BGRAD (the fc bias
+ * gradient from the epilogue).
  *
  * Usage: bench_lt_algos [--tokens 16384] [--width 768] [--vocab-padded 50304]
  *        [--head-pieces 4] [--algos 16] [--reps 20]
@@ -167,6 +169,8 @@ int main(int argc, char **argv) {
         DIN("dinp_attproj", 12, C, C, N, CUBLASLT_EPILOGUE_DEFAULT, 0),
         DIN("dinp_fc", 12, C, C4, N, CUBLASLT_EPILOGUE_DEFAULT, 0),
         DIN("dinp_fcproj_dgelu", 12, C4, C, N, CUBLASLT_EPILOGUE_DGELU, C4),
+        /* a probe, not in the step: DGELU with the fc bias gradient (f32) from the epilogue */
+        DIN("dinp_fcproj_dgelu_bgrad", 0, C4, C, N, CUBLASLT_EPILOGUE_DGELU_BGRAD, C4), /* H200, CUDA 13: none */
         DIN("dinp_head_piece", pieces, C, Vp, Nh, CUBLASLT_EPILOGUE_DEFAULT, 0),
         DIN("dinp_head_whole", 0, C, Vp, N, CUBLASLT_EPILOGUE_DEFAULT, 0),
         DW("dw_qkv", 12, C, C3, N),
@@ -186,12 +190,13 @@ int main(int argc, char **argv) {
     CK(cudaStreamCreate(&st));
     /* one buffer big enough for every operand: A, B, D, aux, bias */
     size_t big = (size_t)Vp * N * 2 + (size_t)C4 * N * 4;
-    void *A, *B, *D, *aux, *bias, *ws;
+    void *A, *B, *D, *aux, *bias, *biasf, *ws;
     CK(cudaMalloc(&A, (size_t)Vp * C4 * 2));
     CK(cudaMalloc(&B, (size_t)N * (Vp > C4 ? Vp : C4) * 2));
     CK(cudaMalloc(&D, big));
     CK(cudaMalloc(&aux, (size_t)N * C4 * 2));
     CK(cudaMalloc(&bias, (size_t)Vp * 2));
+    CK(cudaMalloc(&biasf, (size_t)Vp * 4));
     CK(cudaMalloc(&ws, WORKSPACE_BYTES));
     fill_random_bf16(A, (size_t)Vp * C4, 1);
     fill_random_bf16(B, (size_t)N * (Vp > C4 ? Vp : C4), 2);
@@ -225,6 +230,11 @@ int main(int argc, char **argv) {
                 LK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
                 LK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
             }
+            if (q->epi == CUBLASLT_EPILOGUE_DGELU_BGRAD) { /* written: the column sums of the output */
+                cudaDataType_t bt = CUDA_R_32F;
+                LK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &biasf, sizeof biasf));
+                LK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+            }
             if (q->aux_ld) {
                 int64_t ald = q->aux_ld;
                 LK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
@@ -236,14 +246,19 @@ int main(int argc, char **argv) {
         LK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
         cublasLtMatmulHeuristicResult_t *h = calloc((size_t)n_algos, sizeof *h);
         int found = 0;
-        LK(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, ld, ld, pref, n_algos, h, &found));
+        cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, ld, ld, pref, n_algos, h, &found);
+        if (hs != CUBLAS_STATUS_SUCCESS) { /* e.g. an epilogue not offered for this layout: 0 answers */
+            fprintf(stderr, "bench_lt_algos: %s: no answer (%s)\n", q->name, cublasLtGetStatusString(hs));
+            found = 0;
+        }
         float beta = q->f32_out ? 1.0f : 0.0f;
         float first = -1, best = -1, nosplit = -1, same_best = -1;
         int best_i = -1;
-        char same[64] = "";
+        char same[64] = "", repeat[64] = "";
         uint64_t ref = 0;
         size_t bytes_d = (size_t)q->ldd * q->n * (q->f32_out ? 4 : 2);
         size_t bytes_aux = q->epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS ? (size_t)q->aux_ld * q->n * 2 : 0;
+        size_t bytes_bgrad = q->epi == CUBLASLT_EPILOGUE_DGELU_BGRAD ? (size_t)q->m * 4 : 0;
         char desc0[256] = "", descb[256] = "";
         for (int i = 0; i < found; i++) {
             float t = time_algo(lt, op, la, lb, ld, &h[i].algo, A, B, D, beta, ws, st, reps);
@@ -252,13 +267,20 @@ int main(int argc, char **argv) {
                 continue;
             }
             int same_bits = 0;
-            if (q->count > 0) { /* one run from D = 0, its outputs hashed */
+            if (q->count > 0 || bytes_bgrad) { /* two runs from D = 0, their outputs hashed */
                 float one = 1.0f, zero = 0.0f;
-                CK(cudaMemset(D, 0, bytes_d));
-                LK(cublasLtMatmul(lt, op, &one, A, la, B, lb, &zero, D, ld, D, ld, &h[i].algo, ws, WORKSPACE_BYTES,
-                                  st));
-                CK(cudaStreamSynchronize(st));
-                uint64_t hv = device_hash(D, bytes_d, host) ^ (bytes_aux ? device_hash(aux, bytes_aux, host) : 0);
+                uint64_t hv = 0, hv2 = 0;
+                for (int run = 0; run < 2; run++) {
+                    CK(cudaMemset(D, 0, bytes_d));
+                    LK(cublasLtMatmul(lt, op, &one, A, la, B, lb, &zero, D, ld, D, ld, &h[i].algo, ws, WORKSPACE_BYTES,
+                                      st));
+                    CK(cudaStreamSynchronize(st));
+                    uint64_t x = device_hash(D, bytes_d, host) ^ (bytes_aux ? device_hash(aux, bytes_aux, host) : 0) ^
+                                 (bytes_bgrad ? device_hash(biasf, bytes_bgrad, host) * 3 : 0);
+                    if (run == 0) hv = x;
+                    else hv2 = x;
+                }
+                if (i < 63) repeat[i] = hv == hv2 ? '1' : '0';
                 if (i == 0) ref = hv;
                 same_bits = hv == ref;
                 if (i < 63) same[i] = same_bits ? '1' : '0';
@@ -281,9 +303,10 @@ int main(int argc, char **argv) {
         double gflop = 2.0 * q->m * (double)q->n * q->k * 1e-9;
         printf("{\"product\":\"%s\",\"count\":%d,\"m\":%d,\"n\":%d,\"k\":%d,\"answers\":%d,\"first_ms\":%.4f,"
                "\"first_tflops\":%.0f,\"best_ms\":%.4f,\"best_index\":%d,\"best_nosplit_ms\":%.4f,"
-               "\"same_bits\":\"%s\",\"best_same_bits_ms\":%.4f,\"first_cfg\":%s,\"best_cfg\":%s}\n",
+               "\"same_bits\":\"%s\",\"repeatable\":\"%s\",\"best_same_bits_ms\":%.4f,\"first_cfg\":%s,"
+               "\"best_cfg\":%s}\n",
                q->name, q->count, q->m, q->n, q->k, found, first, first > 0 ? gflop / first : 0, best, best_i, nosplit,
-               same, same_best, desc0[0] ? desc0 : "null", descb[0] ? descb : "null");
+               same, repeat, same_best, desc0[0] ? desc0 : "null", descb[0] ? descb : "null");
         fflush(stdout);
         if (first > 0) tot_first += q->count * first;
         if (best > 0) tot_best += q->count * best;
@@ -305,6 +328,7 @@ int main(int argc, char **argv) {
     cudaFree(D);
     cudaFree(aux);
     cudaFree(bias);
+    cudaFree(biasf);
     cudaFree(ws);
     cudaStreamDestroy(st);
     cublasLtDestroy(lt);

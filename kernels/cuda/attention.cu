@@ -18,15 +18,18 @@
  *    by 16-byte cp.async, double-buffered (prefetch of tile i+1 overlaps the
  *    math on tile i), rows padded by 16 bytes so ldmatrix is conflict-free.
  *  - 4 warps per block; the block owns 64 rows of one (b, h) and each warp
- *    owns 16 of them, so softmax statistics stay in registers (a thread holds
+ *    owns 16 of them (the forward for hd 64: 128 and 32), so softmax
+ *    statistics stay in registers (a thread holds
  *    2 rows of every 16x8 accumulator tile; row reductions are two shuffles
  *    within a quad). The accumulator layout of S = Q K^T equals the A operand
  *    layout of the next product, so P and dS go to the tensor cores without
  *    a shared-memory round trip (rounded to bf16 there, as FlashAttention
  *    does; row sums and the softmax itself are f32).
- *  - forward: the block owns 64 queries and walks key tiles (64 keys) up to
- *    the causal diagonal; online softmax in the log2 domain; writes out and
- *    lse. Blocks are launched heaviest (last query tile) first.
+ *  - forward: the block owns 64 MT queries (each warp MT tiles of 16: MT = 2
+ *    for hd 64, so each K/V fragment loaded from shared memory serves two
+ *    query tiles; 1 for hd 128, for registers) and walks key tiles (64 keys)
+ *    up to the causal diagonal; online softmax in the log2 domain; writes out
+ *    and lse. Blocks are launched heaviest (last query tile) first.
  *  - backward, deterministic (no atomics, fixed summation order, so the
  *    result is bit-for-bit reproducible):
  *    fa_backward_dq_kernel: the block owns 64 queries; it first computes
@@ -476,13 +479,19 @@ __device__ __forceinline__ void fa_load_f32(float *dst, const float *src, int n,
 
 /* ------------------------------------------------------ fa forward */
 
-/* grid (ceil(T/64), NH, B), block 128, dynamic smem (bf16, row stride HD+8):
- * q_s (64, HD) | k_s [2] (BN, HD) | v_s [2] (BN, HD) */
-template <int HD, int BN>
+/* grid (ceil(T/BM), NH, B) with BM = 64 MT, block 128, dynamic smem (bf16,
+ * row stride HD+8): q_s (BM, HD) | k_s [2] (BN, HD) | v_s [2] (BN, HD).
+ * Each warp owns MT tiles of 16 queries: every K and V fragment it loads
+ * from shared memory serves MT tiles, so MT = 2 halves the shared-memory
+ * traffic per product (what bounds MT = 1 on an H100/H200). A row's
+ * arithmetic does not depend on MT: tiles past a row's diagonal that its
+ * warp still walks are fully masked, which leaves m, l and o bit for bit
+ * as they were (correction factor exactly 1, probabilities exactly 0). */
+template <int HD, int BN, int MT>
 __global__ void __launch_bounds__(FA_THREADS)
     fa_forward_kernel(bf16 *out /* (B,T,C) */, float *lse /* (B,NH,T) */, const bf16 *qkv /* (B,T,3C) */, int T, int C,
                       int NH, float scale) {
-    constexpr int BM = FA_ROWS, ST = HD + 8;
+    constexpr int BM = 4 * 16 * MT, ST = HD + 8;
     constexpr int KD = HD / 16; /* 16-wide k chunks over the head dims */
     constexpr int NS = BN / 8;  /* 8-wide score tiles per key tile */
     constexpr int ND = HD / 8;  /* 8-wide output tiles over the head dims */
@@ -493,7 +502,7 @@ __global__ void __launch_bounds__(FA_THREADS)
     const int tile = gridDim.x - 1 - blockIdx.x; /* heaviest tiles first */
     const int q0 = tile * BM, h = blockIdx.y, b = blockIdx.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-    const int r0 = q0 + warp * 16; /* this warp's first query */
+    const int r0 = q0 + warp * 16 * MT; /* this warp's first query */
     const size_t C3 = 3 * (size_t)C;
     const bf16 *qb = qkv + (size_t)b * T * C3 + (size_t)h * HD; /* q of (b, t=0, h) */
     const bf16 *kb = qb + C;
@@ -510,15 +519,22 @@ __global__ void __launch_bounds__(FA_THREADS)
     cp_async_commit();
     cp_async_wait<1>(); /* q */
     __syncthreads();
-    uint32_t qf[KD][4];
+    uint32_t qf[MT][KD][4];
 #pragma unroll
-    for (int kk = 0; kk < KD; kk++)
-        ldsm_x4(qf[kk], smem_u32(q_s + warp * 16 * ST + kk * 16 + off.a));
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++)
+            ldsm_x4(qf[mt][kk], smem_u32(q_s + (warp * MT + mt) * 16 * ST + kk * 16 + off.a));
 
-    float o[ND][4], m[2] = {ATT_NEG_BIG, ATT_NEG_BIG}, l[2] = {0.0f, 0.0f}; /* rows g, g + 8 */
+    float o[MT][ND][4], m[MT][2], l[MT][2]; /* rows g, g + 8 of each tile */
 #pragma unroll
-    for (int i = 0; i < ND; i++)
-        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    for (int mt = 0; mt < MT; mt++) {
+        m[mt][0] = m[mt][1] = ATT_NEG_BIG;
+        l[mt][0] = l[mt][1] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ND; i++)
+            o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+    }
 
     for (int kt = 0; kt < n_kt; kt++) {
         const int k0 = kt * BN;
@@ -530,90 +546,109 @@ __global__ void __launch_bounds__(FA_THREADS)
             fa_load_rows<HD, BN>(v_s + nb * BN * ST, vb + (size_t)(k0 + BN) * C3, C3, T - (k0 + BN));
         }
         cp_async_commit();
-        if (k0 > r0 + 15) continue; /* all keys after this warp's queries */
+        if (k0 > r0 + 16 * MT - 1) continue; /* all keys after this warp's queries */
         const bf16 *ks = k_s + (kt & 1) * BN * ST, *vs = v_s + (kt & 1) * BN * ST;
 
-        float s[NS][4];
+        float s[MT][NS][4];
 #pragma unroll
-        for (int i = 0; i < NS; i++)
-            s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int i = 0; i < NS; i++)
+                s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < KD; kk++)
 #pragma unroll
             for (int np = 0; np < NS / 2; np++) {
                 uint32_t bk[4];
                 ldsm_x4(bk, smem_u32(ks + np * 16 * ST + kk * 16 + off.bn));
-                mma_bf16(s[2 * np], qf[kk], bk[0], bk[1]);
-                mma_bf16(s[2 * np + 1], qf[kk], bk[2], bk[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(s[mt][2 * np], qf[mt][kk], bk[0], bk[1]);
+                    mma_bf16(s[mt][2 * np + 1], qf[mt][kk], bk[2], bk[3]);
+                }
             }
-        if (k0 + BN - 1 > r0) { /* diagonal tile: key > query is masked */
-#pragma unroll
-            for (int nt = 0; nt < NS; nt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    if (k0 + nt * 8 + 2 * tq + (e & 1) > r0 + g + (e >> 1) * 8) s[nt][e] = -INFINITY;
-        }
 
-        /* online softmax; m in raw score units, every row has a key <= it in
-         * its first tile, so m is finite from then on */
-        float mx[2] = {m[0], m[1]};
 #pragma unroll
-        for (int nt = 0; nt < NS; nt++) {
-            mx[0] = fmaxf(mx[0], fmaxf(s[nt][0], s[nt][1]));
-            mx[1] = fmaxf(mx[1], fmaxf(s[nt][2], s[nt][3]));
-        }
-        float ms[2];
+        for (int mt = 0; mt < MT; mt++) {
+            const int rm = r0 + 16 * mt; /* this tile's first query */
+            if (k0 + BN - 1 > rm) {      /* diagonal tile: key > query is masked */
 #pragma unroll
-        for (int i = 0; i < 2; i++) {
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-            mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-            const float corr = exp2f((m[i] - mx[i]) * sl2);
-            m[i] = mx[i];
-            ms[i] = mx[i] * sl2;
-            l[i] *= corr; /* this thread's partial row sum; the quad's are added at the end */
+                for (int nt = 0; nt < NS; nt++)
 #pragma unroll
-            for (int nt = 0; nt < ND; nt++) {
-                o[nt][2 * i] *= corr;
-                o[nt][2 * i + 1] *= corr;
+                    for (int e = 0; e < 4; e++)
+                        if (k0 + nt * 8 + 2 * tq + (e & 1) > rm + g + (e >> 1) * 8) s[mt][nt][e] = -INFINITY;
             }
-        }
+
+            /* online softmax; m in raw score units, every row has a key <= it
+             * in its first tile, so m is finite from then on */
+            float mx[2] = {m[mt][0], m[mt][1]};
 #pragma unroll
-        for (int nt = 0; nt < NS; nt++) {
+            for (int nt = 0; nt < NS; nt++) {
+                mx[0] = fmaxf(mx[0], fmaxf(s[mt][nt][0], s[mt][nt][1]));
+                mx[1] = fmaxf(mx[1], fmaxf(s[mt][nt][2], s[mt][nt][3]));
+            }
+            float ms[2];
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                s[nt][e] = exp2f(fmaf(s[nt][e], sl2, -ms[e >> 1]));
-                l[e >> 1] += s[nt][e];
+            for (int i = 0; i < 2; i++) {
+                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+                mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+                const float corr = exp2f((m[mt][i] - mx[i]) * sl2);
+                m[mt][i] = mx[i];
+                ms[i] = mx[i] * sl2;
+                l[mt][i] *= corr; /* this thread's partial row sum; the quad's are added at the end */
+#pragma unroll
+                for (int nt = 0; nt < ND; nt++) {
+                    o[mt][nt][2 * i] *= corr;
+                    o[mt][nt][2 * i + 1] *= corr;
+                }
+            }
+#pragma unroll
+            for (int nt = 0; nt < NS; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    s[mt][nt][e] = exp2f(fmaf(s[mt][nt][e], sl2, -ms[e >> 1]));
+                    l[mt][e >> 1] += s[mt][nt][e];
+                }
             }
         }
 
         /* o += P V */
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
-            uint32_t pa[4];
-            acc_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+            uint32_t pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                acc_to_a(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
             for (int dp = 0; dp < HD / 16; dp++) {
                 uint32_t bv[4];
                 ldsm_x4_t(bv, smem_u32(vs + kk * 16 * ST + dp * 16 + off.bt));
-                mma_bf16(o[2 * dp], pa, bv[0], bv[1]);
-                mma_bf16(o[2 * dp + 1], pa, bv[2], bv[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(o[mt][2 * dp], pa[mt], bv[0], bv[1]);
+                    mma_bf16(o[mt][2 * dp + 1], pa[mt], bv[2], bv[3]);
+                }
             }
         }
     }
 
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-        l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-        const int t = r0 + g + 8 * i;
-        if (t >= T) continue;
-        const float inv = 1.0f / l[i];
-        bf16 *orow = out + ((size_t)b * T + t) * C + (size_t)h * HD + 2 * tq;
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int nt = 0; nt < ND; nt++)
-            *(__nv_bfloat162 *)(orow + nt * 8) = __floats2bfloat162_rn(o[nt][2 * i] * inv, o[nt][2 * i + 1] * inv);
-        if (tq == 0) lse[((size_t)b * NH + h) * T + t] = m[i] * scale + logf(l[i]);
-    }
+        for (int i = 0; i < 2; i++) {
+            float li = l[mt][i];
+            li += __shfl_xor_sync(0xffffffffu, li, 1);
+            li += __shfl_xor_sync(0xffffffffu, li, 2);
+            const int t = r0 + 16 * mt + g + 8 * i;
+            if (t >= T) continue;
+            const float inv = 1.0f / li;
+            bf16 *orow = out + ((size_t)b * T + t) * C + (size_t)h * HD + 2 * tq;
+#pragma unroll
+            for (int nt = 0; nt < ND; nt++)
+                *(__nv_bfloat162 *)(orow + nt * 8) =
+                    __floats2bfloat162_rn(o[mt][nt][2 * i] * inv, o[mt][nt][2 * i + 1] * inv);
+            if (tq == 0) lse[((size_t)b * NH + h) * T + t] = m[mt][i] * scale + logf(li);
+        }
 }
 
 /* ------------------------------------------------------ fa backward: dq */
@@ -995,13 +1030,15 @@ static bool fa_supported(int hd) { return hd == 64 || hd == 128; }
  * register-resident K and V and stays at 2 (168 would spill). */
 template <int HD> struct fa_cfg {
     static constexpr int FWD_BN = 64;                 /* keys per tile, forward */
+    static constexpr int FWD_MT = HD <= 64 ? 2 : 1;   /* 16-query tiles per warp, forward */
+    static constexpr int FWD_BM = 64 * FWD_MT;        /* queries per block, forward */
     static constexpr int DQ_BN = HD <= 64 ? 64 : 32;  /* keys per tile, dq */
     static constexpr int DKV_BM = HD <= 64 ? 64 : 32; /* queries per tile, dkv */
     static constexpr bool DKV_KV_REGS = HD <= 64;     /* K, V fragments stay in registers */
     static constexpr int DQ_MINB = HD <= 64 ? 3 : 1;  /* __launch_bounds__ min blocks per SM */
     static constexpr int DKV_MINB = 1;
     static constexpr size_t TILE = (size_t)(HD + 8) * sizeof(bf16); /* bytes per staged row */
-    static constexpr size_t FWD_SMEM = (FA_ROWS + 4 * FWD_BN) * TILE;
+    static constexpr size_t FWD_SMEM = (FWD_BM + 4 * FWD_BN) * TILE;
     static constexpr size_t DQ_SMEM = (2 * FA_ROWS + 4 * DQ_BN) * TILE + FA_ROWS * sizeof(float);
     static constexpr size_t DKV_SMEM = (2 * FA_ROWS + 4 * DKV_BM) * TILE + 4 * DKV_BM * sizeof(float);
 };
@@ -1010,9 +1047,9 @@ template <int HD>
 static gml_status fa_forward(cudaStream_t st, bf16 *out, float *lse, const bf16 *qkv, int B, int T, int C, int NH,
                              float scale) {
     typedef fa_cfg<HD> cfg;
-    auto kernel = fa_forward_kernel<HD, cfg::FWD_BN>;
+    auto kernel = fa_forward_kernel<HD, cfg::FWD_BN, cfg::FWD_MT>;
     GML_CHECK(allow_smem(kernel, cfg::FWD_SMEM, "fa_forward_kernel"));
-    dim3 grid(cuda_ceil_div((size_t)T, FA_ROWS), (unsigned)NH, (unsigned)B);
+    dim3 grid(cuda_ceil_div((size_t)T, cfg::FWD_BM), (unsigned)NH, (unsigned)B);
     kernel<<<grid, FA_THREADS, cfg::FWD_SMEM, st>>>(out, lse, qkv, T, C, NH, scale);
     CUDA_CHECK_LAUNCH("fa_forward_kernel");
     return GML_OK;
