@@ -18,13 +18,13 @@
  *    by 16-byte cp.async, double-buffered (prefetch of tile i+1 overlaps the
  *    math on tile i), rows padded by 16 bytes so ldmatrix is conflict-free.
  *  - 4 warps per block; the block owns 64 rows of one (b, h) and each warp
- *    owns 16 of them (the forward for hd 64: 128 and 32), so softmax
- *    statistics stay in registers (a thread holds
- *    2 rows of every 16x8 accumulator tile; row reductions are two shuffles
- *    within a quad). The accumulator layout of S = Q K^T equals the A operand
- *    layout of the next product, so P and dS go to the tensor cores without
- *    a shared-memory round trip (rounded to bf16 there, as FlashAttention
- *    does; row sums and the softmax itself are f32).
+ *    owns 16 of them (forward and dq for hd 64: 128 and 32), so softmax
+ *    statistics stay in registers (a thread holds 2 rows of every 16x8
+ *    accumulator tile; row reductions are two shuffles within a quad). The
+ *    accumulator layout of S = Q K^T equals the A operand layout of the next
+ *    product, so P and dS go to the tensor cores without a shared-memory
+ *    round trip (rounded to bf16 there, as FlashAttention does; row sums and
+ *    the softmax itself are f32).
  *  - forward: the block owns 64 MT queries (each warp MT tiles of 16: MT = 2
  *    for hd 64, so each K/V fragment loaded from shared memory serves two
  *    query tiles; 1 for hd 128, for registers) and walks key tiles (64 keys)
@@ -32,8 +32,9 @@
  *    and lse. Blocks are launched heaviest (last query tile) first.
  *  - backward, deterministic (no atomics, fixed summation order, so the
  *    result is bit-for-bit reproducible):
- *    fa_backward_dq_kernel: the block owns 64 queries; it first computes
- *      D = rowsum(dout * out) for them (written to a scratch buffer), then
+ *    fa_backward_dq_kernel: the block owns 64 MT queries (MT as in the
+ *      forward; 32-key tiles); it first computes D = rowsum(dout * out) for
+ *      them (written to a scratch buffer), then
  *      walks key tiles up to the diagonal: S = Q K^T, P = exp(S*scale-lse),
  *      dP = dO V^T, dS = P (dP - D), dQ += dS K; writes dq.
  *    fa_backward_dkv_kernel (launched after, reads D): the block owns 64
@@ -41,13 +42,14 @@
  *      dV += P^T dO, dP^T = V dO^T, dK += dS^T Q; writes dk and dv.
  *    S and dP are thus computed twice (7 instead of 5 matmuls): the price of
  *    not accumulating dq with atomics.
- *  - tiles: hd 64: 64 x 64 everywhere, K and V of the dkv block stay in
- *    registers. hd 128: dq walks 32-key tiles and dkv 32-query tiles (to stay
- *    below 255 registers without spills), K/V fragments are reloaded from
- *    shared memory.
- *  - measured (H100, GPT-2 124M: B=16, T=1024, NH=12, hd=64; ncu, per
- *    layer): forward 0.15 ms (~170 TFLOP/s on the causal half), dq 0.18 ms,
- *    dkv 0.24 ms; the scalar kernels took 19 ms for the same.
+ *  - tiles: hd 64: forward 128 queries x 64 keys, dq 128 x 32, dkv 64 x 64
+ *    with K and V of the dkv block in registers. hd 128: dq walks 32-key
+ *    tiles and dkv 32-query tiles (to stay below 255 registers without
+ *    spills), K/V fragments are reloaded from shared memory.
+ *  - measured (GPT-2 124M: B=16, T=1024, NH=12, hd=64; ncu, per layer):
+ *    H100 with one tile per warp: forward 0.15 ms (~170 TFLOP/s on the
+ *    causal half), dq 0.18 ms, dkv 0.24 ms (the scalar kernels took 19 ms
+ *    for the same); H200, forward with two tiles per warp: 0.124 ms.
  *
  * 2. Scalar fallback (attention_*_kernel): plain FMA code on f32 shared-memory
  *    tiles for every other head size up to 128 (and unaligned tensors):
@@ -654,14 +656,19 @@ __global__ void __launch_bounds__(FA_THREADS)
 /* ------------------------------------------------------ fa backward: dq */
 
 /* Also writes Dsum = rowsum(dout * out) of its queries for the dkv kernel.
- * grid (ceil(T/64), NH, B), block 128, dynamic smem (bf16, row stride HD+8):
- * q_s (64, HD) | do_s (64, HD) | k_s [2] (BN, HD) | v_s [2] (BN, HD) | d_s (64) f32 */
-template <int HD, int BN, int MINB>
+ * grid (ceil(T/BM), NH, B) with BM = 64 MT, block 128, dynamic smem (bf16,
+ * row stride HD+8): q_s (BM, HD) | do_s (BM, HD) | k_s [2] (BN, HD) |
+ * v_s [2] (BN, HD) | d_s (BM) f32. Each warp owns MT tiles of 16 queries, so
+ * each K and V fragment from shared memory serves MT tiles (as in the
+ * forward). dq sums the same 16-key chunks in the same order whatever BN and
+ * MT are, and tiles past a row's diagonal add exact zeros: the bits do not
+ * depend on them. */
+template <int HD, int BN, int MT, int MINB>
 __global__ void __launch_bounds__(FA_THREADS, MINB)
     fa_backward_dq_kernel(bf16 *dqkv /* (B,T,3C) */, float *Dsum /* (B,NH,T) */, const bf16 *dout /* (B,T,C) */,
                           const bf16 *qkv /* (B,T,3C) */, const bf16 *out /* (B,T,C) */,
                           const float *lse /* (B,NH,T) */, int T, int C, int NH, float scale) {
-    constexpr int BM = FA_ROWS, ST = HD + 8, KD = HD / 16, NS = BN / 8, ND = HD / 8;
+    constexpr int BM = 4 * 16 * MT, ST = HD + 8, KD = HD / 16, NS = BN / 8, ND = HD / 8;
     bf16 *q_s = (bf16 *)fa_smem;
     bf16 *do_s = q_s + BM * ST;
     bf16 *k_s = do_s + BM * ST;
@@ -671,7 +678,7 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
     const int tile = gridDim.x - 1 - blockIdx.x; /* heaviest tiles first */
     const int q0 = tile * BM, h = blockIdx.y, b = blockIdx.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-    const int r0 = q0 + warp * 16;
+    const int r0 = q0 + warp * 16 * MT; /* this warp's first query */
     const size_t C3 = 3 * (size_t)C;
     const bf16 *qb = qkv + (size_t)b * T * C3 + (size_t)h * HD;
     const bf16 *kb = qb + C;
@@ -692,8 +699,9 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
     cp_async_wait<1>(); /* q, dout */
     __syncthreads();
 
-    { /* D of row threadIdx/2: two threads per row, HD/2 dims each */
-        const int r = threadIdx.x >> 1, half = threadIdx.x & 1, t = q0 + r;
+#pragma unroll
+    for (int j = 0; j < MT; j++) { /* D of row threadIdx/2 + 64 j: two threads per row, HD/2 dims each */
+        const int r = (threadIdx.x >> 1) + 64 * j, half = threadIdx.x & 1, t = q0 + r;
         float sum = 0.0f;
         if (t < T) {
             const bf16 *orow = out + ((size_t)b * T + t) * C + (size_t)h * HD + half * (HD / 2);
@@ -703,8 +711,8 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
                 const uint4 ov = *(const uint4 *)(orow + c), dv = *(const uint4 *)(drow + c);
                 const __nv_bfloat162 *o2 = (const __nv_bfloat162 *)&ov, *d2 = (const __nv_bfloat162 *)&dv;
 #pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    const float2 of = __bfloat1622float2(o2[j]), df = __bfloat1622float2(d2[j]);
+                for (int i = 0; i < 4; i++) {
+                    const float2 of = __bfloat1622float2(o2[i]), df = __bfloat1622float2(d2[i]);
                     sum += of.x * df.x + of.y * df.y;
                 }
             }
@@ -715,26 +723,32 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
             if (t < T) Dsum[((size_t)b * NH + h) * T + t] = sum;
         }
     }
-    uint32_t qf[KD][4], dof[KD][4];
+    uint32_t qf[MT][KD][4], dof[MT][KD][4];
 #pragma unroll
-    for (int kk = 0; kk < KD; kk++) {
-        ldsm_x4(qf[kk], smem_u32(q_s + warp * 16 * ST + kk * 16 + off.a));
-        ldsm_x4(dof[kk], smem_u32(do_s + warp * 16 * ST + kk * 16 + off.a));
-    }
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++) {
+            ldsm_x4(qf[mt][kk], smem_u32(q_s + (warp * MT + mt) * 16 * ST + kk * 16 + off.a));
+            ldsm_x4(dof[mt][kk], smem_u32(do_s + (warp * MT + mt) * 16 * ST + kk * 16 + off.a));
+        }
     __syncthreads(); /* d_s is complete */
 
-    float lse2[2], Dr[2]; /* rows g, g + 8 */
+    float lse2[MT][2], Dr[MT][2]; /* rows g, g + 8 of each tile */
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        const int t = r0 + g + 8 * i;
-        lse2[i] = t < T ? lse_bh[t] * FA_LOG2E : 0.0f;
-        Dr[i] = d_s[warp * 16 + g + 8 * i];
-    }
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            const int t = r0 + 16 * mt + g + 8 * i;
+            lse2[mt][i] = t < T ? lse_bh[t] * FA_LOG2E : 0.0f;
+            Dr[mt][i] = d_s[(warp * MT + mt) * 16 + g + 8 * i];
+        }
 
-    float dq[ND][4];
+    float dq[MT][ND][4];
 #pragma unroll
-    for (int i = 0; i < ND; i++)
-        dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.0f;
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int i = 0; i < ND; i++)
+            dq[mt][i][0] = dq[mt][i][1] = dq[mt][i][2] = dq[mt][i][3] = 0.0f;
 
     for (int kt = 0; kt < n_kt; kt++) {
         const int k0 = kt * BN;
@@ -746,15 +760,17 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
             fa_load_rows<HD, BN>(v_s + nb * BN * ST, vb + (size_t)(k0 + BN) * C3, C3, T - (k0 + BN));
         }
         cp_async_commit();
-        if (k0 > r0 + 15) continue;
+        if (k0 > r0 + 16 * MT - 1) continue;
         const bf16 *ks = k_s + (kt & 1) * BN * ST, *vs = v_s + (kt & 1) * BN * ST;
 
-        float s[NS][4], dp[NS][4];
+        float s[MT][NS][4], dp[MT][NS][4];
 #pragma unroll
-        for (int i = 0; i < NS; i++)
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int e = 0; e < 4; e++)
-                s[i][e] = dp[i][e] = 0.0f;
+            for (int i = 0; i < NS; i++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    s[mt][i][e] = dp[mt][i][e] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < KD; kk++)
 #pragma unroll
@@ -762,47 +778,61 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
                 uint32_t bk[4], bv[4];
                 ldsm_x4(bk, smem_u32(ks + np * 16 * ST + kk * 16 + off.bn));
                 ldsm_x4(bv, smem_u32(vs + np * 16 * ST + kk * 16 + off.bn));
-                mma_bf16(s[2 * np], qf[kk], bk[0], bk[1]);
-                mma_bf16(s[2 * np + 1], qf[kk], bk[2], bk[3]);
-                mma_bf16(dp[2 * np], dof[kk], bv[0], bv[1]);
-                mma_bf16(dp[2 * np + 1], dof[kk], bv[2], bv[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(s[mt][2 * np], qf[mt][kk], bk[0], bk[1]);
+                    mma_bf16(s[mt][2 * np + 1], qf[mt][kk], bk[2], bk[3]);
+                    mma_bf16(dp[mt][2 * np], dof[mt][kk], bv[0], bv[1]);
+                    mma_bf16(dp[mt][2 * np + 1], dof[mt][kk], bv[2], bv[3]);
+                }
             }
-        const bool diag = k0 + BN - 1 > r0;
 #pragma unroll
-        for (int nt = 0; nt < NS; nt++) {
+        for (int mt = 0; mt < MT; mt++) {
+            const int rm = r0 + 16 * mt;
+            const bool diag = k0 + BN - 1 > rm;
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float p = exp2f(fmaf(s[nt][e], sl2, -lse2[e >> 1]));
-                if (diag && k0 + nt * 8 + 2 * tq + (e & 1) > r0 + g + (e >> 1) * 8) p = 0.0f;
-                s[nt][e] = p * (dp[nt][e] - Dr[e >> 1]); /* dS */
+            for (int nt = 0; nt < NS; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float p = exp2f(fmaf(s[mt][nt][e], sl2, -lse2[mt][e >> 1]));
+                    if (diag && k0 + nt * 8 + 2 * tq + (e & 1) > rm + g + (e >> 1) * 8) p = 0.0f;
+                    s[mt][nt][e] = p * (dp[mt][nt][e] - Dr[mt][e >> 1]); /* dS */
+                }
             }
         }
 
         /* dq += dS K */
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
-            uint32_t da[4];
-            acc_to_a(da, s[2 * kk], s[2 * kk + 1]);
+            uint32_t da[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                acc_to_a(da[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
             for (int dd = 0; dd < HD / 16; dd++) {
                 uint32_t bk[4];
                 ldsm_x4_t(bk, smem_u32(ks + kk * 16 * ST + dd * 16 + off.bt));
-                mma_bf16(dq[2 * dd], da, bk[0], bk[1]);
-                mma_bf16(dq[2 * dd + 1], da, bk[2], bk[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(dq[mt][2 * dd], da[mt], bk[0], bk[1]);
+                    mma_bf16(dq[mt][2 * dd + 1], da[mt], bk[2], bk[3]);
+                }
             }
         }
     }
 
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        const int t = r0 + g + 8 * i;
-        if (t >= T) continue;
-        bf16 *drow = dqkv + ((size_t)b * T + t) * C3 + (size_t)h * HD + 2 * tq;
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int nt = 0; nt < ND; nt++)
-            *(__nv_bfloat162 *)(drow + nt * 8) =
-                __floats2bfloat162_rn(dq[nt][2 * i] * scale, dq[nt][2 * i + 1] * scale);
-    }
+        for (int i = 0; i < 2; i++) {
+            const int t = r0 + 16 * mt + g + 8 * i;
+            if (t >= T) continue;
+            bf16 *drow = dqkv + ((size_t)b * T + t) * C3 + (size_t)h * HD + 2 * tq;
+#pragma unroll
+            for (int nt = 0; nt < ND; nt++)
+                *(__nv_bfloat162 *)(drow + nt * 8) =
+                    __floats2bfloat162_rn(dq[mt][nt][2 * i] * scale, dq[mt][nt][2 * i + 1] * scale);
+        }
 }
 
 /* ------------------------------------------------------ fa backward: dk, dv */
@@ -1024,22 +1054,25 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
  * (C = NH * hd is then a multiple of 8, so only the base pointers matter). */
 static bool fa_supported(int hd) { return hd == 64 || hd == 128; }
 
-/* Tile shapes and occupancy per head size (see the file comment). DQ_MINB:
- * dq for hd 64 fits 168 registers without spills, so 3 blocks per SM (on
- * an H100 8% faster than 2 blocks at 175 registers); dkv needs ~240 for its
- * register-resident K and V and stays at 2 (168 would spill). */
+/* Tile shapes and occupancy per head size (see the file comment). For hd
+ * 64 the forward and dq give each warp two 16-query tiles (251 and 241
+ * registers, no spills: 2 blocks per SM), dq with 32-key tiles to fit; dkv
+ * needs ~240 registers for its register-resident K and V and keeps one tile
+ * per warp. hd 128 keeps one tile per warp everywhere. */
 template <int HD> struct fa_cfg {
     static constexpr int FWD_BN = 64;                 /* keys per tile, forward */
     static constexpr int FWD_MT = HD <= 64 ? 2 : 1;   /* 16-query tiles per warp, forward */
     static constexpr int FWD_BM = 64 * FWD_MT;        /* queries per block, forward */
-    static constexpr int DQ_BN = HD <= 64 ? 64 : 32;  /* keys per tile, dq */
+    static constexpr int DQ_MT = HD <= 64 ? 2 : 1;    /* 16-query tiles per warp, dq */
+    static constexpr int DQ_BM = 64 * DQ_MT;          /* queries per block, dq */
+    static constexpr int DQ_BN = 32;                  /* keys per tile, dq */
     static constexpr int DKV_BM = HD <= 64 ? 64 : 32; /* queries per tile, dkv */
     static constexpr bool DKV_KV_REGS = HD <= 64;     /* K, V fragments stay in registers */
-    static constexpr int DQ_MINB = HD <= 64 ? 3 : 1;  /* __launch_bounds__ min blocks per SM */
+    static constexpr int DQ_MINB = DQ_MT == 2 ? 2 : 1; /* __launch_bounds__ min blocks per SM */
     static constexpr int DKV_MINB = 1;
     static constexpr size_t TILE = (size_t)(HD + 8) * sizeof(bf16); /* bytes per staged row */
     static constexpr size_t FWD_SMEM = (FWD_BM + 4 * FWD_BN) * TILE;
-    static constexpr size_t DQ_SMEM = (2 * FA_ROWS + 4 * DQ_BN) * TILE + FA_ROWS * sizeof(float);
+    static constexpr size_t DQ_SMEM = (2 * DQ_BM + 4 * DQ_BN) * TILE + DQ_BM * sizeof(float);
     static constexpr size_t DKV_SMEM = (2 * FA_ROWS + 4 * DKV_BM) * TILE + 4 * DKV_BM * sizeof(float);
 };
 
@@ -1060,9 +1093,10 @@ static gml_status fa_backward(cudaStream_t st, bf16 *dqkv, float *Dsum, const bf
                               const bf16 *out, const float *lse, int B, int T, int C, int NH, float scale) {
     typedef fa_cfg<HD> cfg;
     dim3 grid(cuda_ceil_div((size_t)T, FA_ROWS), (unsigned)NH, (unsigned)B);
-    auto dq = fa_backward_dq_kernel<HD, cfg::DQ_BN, cfg::DQ_MINB>;
+    dim3 grid_dq(cuda_ceil_div((size_t)T, cfg::DQ_BM), (unsigned)NH, (unsigned)B);
+    auto dq = fa_backward_dq_kernel<HD, cfg::DQ_BN, cfg::DQ_MT, cfg::DQ_MINB>;
     GML_CHECK(allow_smem(dq, cfg::DQ_SMEM, "fa_backward_dq_kernel"));
-    dq<<<grid, FA_THREADS, cfg::DQ_SMEM, st>>>(dqkv, Dsum, dout, qkv, out, lse, T, C, NH, scale);
+    dq<<<grid_dq, FA_THREADS, cfg::DQ_SMEM, st>>>(dqkv, Dsum, dout, qkv, out, lse, T, C, NH, scale);
     CUDA_CHECK_LAUNCH("fa_backward_dq_kernel");
     auto dkv = fa_backward_dkv_kernel<HD, cfg::DKV_BM, cfg::DKV_KV_REGS, cfg::DKV_MINB>;
     GML_CHECK(allow_smem(dkv, cfg::DKV_SMEM, "fa_backward_dkv_kernel"));
