@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
-# gpu-ab.sh — side-by-side timing of two source trees on the GPU host, in one
-# device call: builds the working tree (build/) and a baseline tree (e.g. the
-# last commit: `git archive HEAD | tar -x -C .baseline`, carried), then runs
-# bench_train_step from each in turn, alternating, ROUNDS times per variant.
+# gpu-ab.sh — side-by-side timing of source trees on the GPU host, in one
+# device call: builds the working tree (build/) and one or more baseline trees
+# (e.g. the last commit: `git archive HEAD | tar -x -C .baseline`, carried),
+# then runs bench_train_step from each in turn, alternating, ROUNDS times per
+# variant.
 # Only ratios from one call count (bench/NOTES.md: machine noise is ~1-3%).
-# Usage: tools/gpu-ab.sh OUTDIR BASEDIR ROUNDS "ARGS1" ["ARGS2" ...]
+# Usage: tools/gpu-ab.sh OUTDIR "BASEDIR [BASEDIR2 ...]" ROUNDS "ARGS1" ["ARGS2" ...]
 #   each ARGS is one bench_train_step argument list (quoted), optionally led
 #   by environment settings, e.g.
 #   tools/gpu-ab.sh $OUT .baseline 3 "--head-chunks 0" "GML_LT_TUNE=0 --head-chunks 4"
-# Prints one JSON line per run, prefixed by "new" or "base" and the ARGS.
+# Prints one JSON line per run, prefixed by "new" or the base's directory and
+# the ARGS.
 set -uo pipefail
-out=${1:?OUTDIR}; base=${2:?BASEDIR}; rounds=${3:?ROUNDS}; shift 3
+out=${1:?OUTDIR}; read -r -a bases <<<"${2:?BASEDIR}"; rounds=${3:?ROUNDS}; shift 3
 mkdir -p "$out"
 source .gpudeps/env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 cfg=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DGML_PYTHON="$(command -v python3)")
 t0=$(date +%s)
 { cmake -S . -B build "${cfg[@]}" && cmake --build build -j8; } >"$out/build.log" 2>&1 &
-p1=$!
-{ cmake -S "$base" -B "$base/build" "${cfg[@]}" && cmake --build "$base/build" -j8 --target bench_train_step; } \
-  >"$out/build_base.log" 2>&1 &
-p2=$!
-wait $p1 || { tail -40 "$out/build.log"; exit 1; }
-wait $p2 || { tail -40 "$out/build_base.log"; exit 1; }
+pids=($!)
+for b in "${bases[@]}"; do
+  { cmake -S "$b" -B "$b/build" "${cfg[@]}" && cmake --build "$b/build" -j8 --target bench_train_step; } \
+    >"$out/build_$(basename "$b").log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || { tail -40 "$out"/build*.log; exit 1; }; done
 echo "builds: $(( $(date +%s) - t0 )) s"
 # one run: "$1" is the binary, "$2" the ARGS (environment settings, then flags)
 bench() {
@@ -34,6 +37,8 @@ bench() {
 for ((r = 1; r <= rounds; r++)); do
   for args in "$@"; do
     echo "new  [$args] $(bench build/bench_train_step "$args")"
-    echo "base [$args] $(bench "$base/build/bench_train_step" "$args")"
+    for b in "${bases[@]}"; do
+      echo "$(basename "$b") [$args] $(bench "$b/build/bench_train_step" "$args")"
+    done
   done
 done | tee "$out/ab.txt"

@@ -837,17 +837,22 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
 
 /* ------------------------------------------------------ fa backward: dk, dv */
 
-/* grid (ceil(T/64), NH, B): a block owns 64 keys, a warp 16 of them; block
- * 128; KV_REGS keeps the warp's K and V fragments in registers (else they are
- * re-read from shared memory). Dynamic smem (bf16, row stride HD+8):
- * k_s (64, HD) | v_s (64, HD) | q_s [2] (BM, HD) | do_s [2] (BM, HD) | lse_s [2] (BM) f32 | d_s [2] (BM) f32 */
-template <int HD, int BM, bool KV_REGS, int MINB>
+/* grid (ceil(T/BN), NH, B) with BN = 64 MT: a block owns BN keys, a warp MT
+ * tiles of 16 of them (so each Q and dO fragment from shared memory serves
+ * MT key tiles); block 128; KV_REGS keeps the warp's K and V fragments in
+ * registers (else they are re-read from shared memory). Dynamic smem (bf16,
+ * row stride HD+8): k_s (BN, HD) | v_s (BN, HD) | q_s [2] (BM, HD) |
+ * do_s [2] (BM, HD) | lse_s [2] (BM) f32 | d_s [2] (BM) f32. dk and dv add
+ * the same 16-query chunks in the same order whatever BM and MT are, and
+ * query chunks before a key add exact zeros: the bits do not depend on them. */
+template <int HD, int BM, bool KV_REGS, int MT, int MINB>
 __global__ void __launch_bounds__(FA_THREADS, MINB)
     fa_backward_dkv_kernel(bf16 *dqkv /* (B,T,3C) */, const bf16 *dout /* (B,T,C) */, const bf16 *qkv /* (B,T,3C) */,
                            const float *lse /* (B,NH,T) */, const float *Dsum /* (B,NH,T) */, int T, int C, int NH,
                            float scale) {
-    constexpr int BN = FA_ROWS, ST = HD + 8, KD = HD / 16, NS = BM / 8, ND = HD / 8;
+    constexpr int BN = 4 * 16 * MT, ST = HD + 8, KD = HD / 16, NS = BM / 8, ND = HD / 8;
     static_assert(BN % BM == 0, "a key tile must start a query tile");
+    static_assert(!KV_REGS || MT == 1, "K, V fragments in registers for one key tile per warp only");
     bf16 *k_s = (bf16 *)fa_smem;
     bf16 *v_s = k_s + BN * ST;
     bf16 *q_s = v_s + BN * ST;
@@ -857,7 +862,7 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
 
     const int k0 = blockIdx.x * BN, h = blockIdx.y, b = blockIdx.z; /* first tiles do the most work */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-    const int kr0 = k0 + warp * 16; /* this warp's first key */
+    const int kr0 = k0 + warp * 16 * MT; /* this warp's first key */
     const size_t C3 = 3 * (size_t)C;
     const bf16 *qb = qkv + (size_t)b * T * C3 + (size_t)h * HD;
     const bf16 *kb = qb + C;
@@ -891,12 +896,14 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
         }
     }
 
-    float dk[ND][4], dv[ND][4];
+    float dk[MT][ND][4], dv[MT][ND][4];
 #pragma unroll
-    for (int i = 0; i < ND; i++)
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int e = 0; e < 4; e++)
-            dk[i][e] = dv[i][e] = 0.0f;
+        for (int i = 0; i < ND; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                dk[mt][i][e] = dv[mt][i][e] = 0.0f;
 
     for (int qt = qt0; qt < n_qt; qt++) {
         const int q0 = qt * BM, buf = (qt - qt0) & 1;
@@ -914,76 +921,99 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
         const bf16 *qs = q_s + buf * BM * ST, *dos = do_s + buf * BM * ST;
         const float *ls = lse_s + buf * BM, *ds = d_s + buf * BM;
 
-        /* S^T = K Q^T (rows: keys kr0 + g (+8), columns: queries) */
-        float s[NS][4], dp[NS][4];
+        /* S^T = K Q^T (rows: keys kr0 + 16 mt + g (+8), columns: queries) */
+        float s[MT][NS][4], dp[MT][NS][4];
 #pragma unroll
-        for (int i = 0; i < NS; i++)
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int e = 0; e < 4; e++)
-                s[i][e] = dp[i][e] = 0.0f;
+            for (int i = 0; i < NS; i++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    s[mt][i][e] = dp[mt][i][e] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < KD; kk++) {
-            uint32_t ka[4];
-            if (KV_REGS) {
+            uint32_t ka[MT][4];
 #pragma unroll
-                for (int j = 0; j < 4; j++)
-                    ka[j] = kf[KV_REGS ? kk : 0][j];
-            } else {
-                ldsm_x4(ka, smem_u32(k_s + warp * 16 * ST + kk * 16 + off.a));
+            for (int mt = 0; mt < MT; mt++) {
+                if (KV_REGS) {
+#pragma unroll
+                    for (int j = 0; j < 4; j++)
+                        ka[mt][j] = kf[KV_REGS ? kk : 0][j];
+                } else {
+                    ldsm_x4(ka[mt], smem_u32(k_s + (warp * MT + mt) * 16 * ST + kk * 16 + off.a));
+                }
             }
 #pragma unroll
             for (int np = 0; np < NS / 2; np++) {
                 uint32_t bq[4];
                 ldsm_x4(bq, smem_u32(qs + np * 16 * ST + kk * 16 + off.bn));
-                mma_bf16(s[2 * np], ka, bq[0], bq[1]);
-                mma_bf16(s[2 * np + 1], ka, bq[2], bq[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(s[mt][2 * np], ka[mt], bq[0], bq[1]);
+                    mma_bf16(s[mt][2 * np + 1], ka[mt], bq[2], bq[3]);
+                }
             }
         }
         /* P^T; masked: query < key (causal) and query >= T (padding) */
-        const bool need_mask = q0 < kr0 + 16 || q0 + BM > T;
 #pragma unroll
-        for (int nt = 0; nt < NS; nt++) {
-            const int c = nt * 8 + 2 * tq;
-            const float2 l2 = *(const float2 *)(ls + c);
-            const float lc[2] = {l2.x * FA_LOG2E, l2.y * FA_LOG2E};
+        for (int mt = 0; mt < MT; mt++) {
+            const int km = kr0 + 16 * mt;
+            const bool need_mask = q0 < km + 16 || q0 + BM > T;
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float p = exp2f(fmaf(s[nt][e], sl2, -lc[e & 1]));
-                const int t = q0 + c + (e & 1), key = kr0 + g + (e >> 1) * 8;
-                if (need_mask && (t < key || t >= T)) p = 0.0f;
-                s[nt][e] = p;
+            for (int nt = 0; nt < NS; nt++) {
+                const int c = nt * 8 + 2 * tq;
+                const float2 l2 = *(const float2 *)(ls + c);
+                const float lc[2] = {l2.x * FA_LOG2E, l2.y * FA_LOG2E};
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float p = exp2f(fmaf(s[mt][nt][e], sl2, -lc[e & 1]));
+                    const int t = q0 + c + (e & 1), key = km + g + (e >> 1) * 8;
+                    if (need_mask && (t < key || t >= T)) p = 0.0f;
+                    s[mt][nt][e] = p;
+                }
             }
         }
         /* dV += P^T dO */
 #pragma unroll
         for (int kk = 0; kk < BM / 16; kk++) {
-            uint32_t pa[4];
-            acc_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+            uint32_t pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                acc_to_a(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
             for (int dd = 0; dd < HD / 16; dd++) {
                 uint32_t bo[4];
                 ldsm_x4_t(bo, smem_u32(dos + kk * 16 * ST + dd * 16 + off.bt));
-                mma_bf16(dv[2 * dd], pa, bo[0], bo[1]);
-                mma_bf16(dv[2 * dd + 1], pa, bo[2], bo[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(dv[mt][2 * dd], pa[mt], bo[0], bo[1]);
+                    mma_bf16(dv[mt][2 * dd + 1], pa[mt], bo[2], bo[3]);
+                }
             }
         }
         /* dP^T = V dO^T */
 #pragma unroll
         for (int kk = 0; kk < KD; kk++) {
-            uint32_t va[4];
-            if (KV_REGS) {
+            uint32_t va[MT][4];
 #pragma unroll
-                for (int j = 0; j < 4; j++)
-                    va[j] = vf[KV_REGS ? kk : 0][j];
-            } else {
-                ldsm_x4(va, smem_u32(v_s + warp * 16 * ST + kk * 16 + off.a));
+            for (int mt = 0; mt < MT; mt++) {
+                if (KV_REGS) {
+#pragma unroll
+                    for (int j = 0; j < 4; j++)
+                        va[mt][j] = vf[KV_REGS ? kk : 0][j];
+                } else {
+                    ldsm_x4(va[mt], smem_u32(v_s + (warp * MT + mt) * 16 * ST + kk * 16 + off.a));
+                }
             }
 #pragma unroll
             for (int np = 0; np < NS / 2; np++) {
                 uint32_t bo[4];
                 ldsm_x4(bo, smem_u32(dos + np * 16 * ST + kk * 16 + off.bn));
-                mma_bf16(dp[2 * np], va, bo[0], bo[1]);
-                mma_bf16(dp[2 * np + 1], va, bo[2], bo[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(dp[mt][2 * np], va[mt], bo[0], bo[1]);
+                    mma_bf16(dp[mt][2 * np + 1], va[mt], bo[2], bo[3]);
+                }
             }
         }
         /* dS^T = P^T (dP^T - D) */
@@ -991,36 +1021,46 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
         for (int nt = 0; nt < NS; nt++) {
             const float2 d2 = *(const float2 *)(ds + nt * 8 + 2 * tq);
 #pragma unroll
-            for (int e = 0; e < 4; e++)
-                s[nt][e] *= dp[nt][e] - ((e & 1) ? d2.y : d2.x);
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    s[mt][nt][e] *= dp[mt][nt][e] - ((e & 1) ? d2.y : d2.x);
         }
         /* dK += dS^T Q */
 #pragma unroll
         for (int kk = 0; kk < BM / 16; kk++) {
-            uint32_t da[4];
-            acc_to_a(da, s[2 * kk], s[2 * kk + 1]);
+            uint32_t da[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+                acc_to_a(da[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
             for (int dd = 0; dd < HD / 16; dd++) {
                 uint32_t bq[4];
                 ldsm_x4_t(bq, smem_u32(qs + kk * 16 * ST + dd * 16 + off.bt));
-                mma_bf16(dk[2 * dd], da, bq[0], bq[1]);
-                mma_bf16(dk[2 * dd + 1], da, bq[2], bq[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_bf16(dk[mt][2 * dd], da[mt], bq[0], bq[1]);
+                    mma_bf16(dk[mt][2 * dd + 1], da[mt], bq[2], bq[3]);
+                }
             }
         }
     }
 
 #pragma unroll
-    for (int i = 0; i < 2; i++) {
-        const int s_ = kr0 + g + 8 * i;
-        if (s_ >= T) continue;
-        bf16 *dkr = dqkv + ((size_t)b * T + s_) * C3 + C + (size_t)h * HD + 2 * tq;
-        bf16 *dvr = dkr + C;
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int nt = 0; nt < ND; nt++) {
-            *(__nv_bfloat162 *)(dkr + nt * 8) = __floats2bfloat162_rn(dk[nt][2 * i] * scale, dk[nt][2 * i + 1] * scale);
-            *(__nv_bfloat162 *)(dvr + nt * 8) = __floats2bfloat162_rn(dv[nt][2 * i], dv[nt][2 * i + 1]);
+        for (int i = 0; i < 2; i++) {
+            const int s_ = kr0 + 16 * mt + g + 8 * i;
+            if (s_ >= T) continue;
+            bf16 *dkr = dqkv + ((size_t)b * T + s_) * C3 + C + (size_t)h * HD + 2 * tq;
+            bf16 *dvr = dkr + C;
+#pragma unroll
+            for (int nt = 0; nt < ND; nt++) {
+                *(__nv_bfloat162 *)(dkr + nt * 8) =
+                    __floats2bfloat162_rn(dk[mt][nt][2 * i] * scale, dk[mt][nt][2 * i + 1] * scale);
+                *(__nv_bfloat162 *)(dvr + nt * 8) = __floats2bfloat162_rn(dv[mt][nt][2 * i], dv[mt][nt][2 * i + 1]);
+            }
         }
-    }
 }
 
 /* ---------------------------------------------------------------- host */
@@ -1066,14 +1106,16 @@ template <int HD> struct fa_cfg {
     static constexpr int DQ_MT = HD <= 64 ? 2 : 1;    /* 16-query tiles per warp, dq */
     static constexpr int DQ_BM = 64 * DQ_MT;          /* queries per block, dq */
     static constexpr int DQ_BN = 32;                  /* keys per tile, dq */
-    static constexpr int DKV_BM = HD <= 64 ? 64 : 32; /* queries per tile, dkv */
-    static constexpr bool DKV_KV_REGS = HD <= 64;     /* K, V fragments stay in registers */
+    static constexpr int DKV_MT = HD <= 64 ? 2 : 1;   /* 16-key tiles per warp, dkv */
+    static constexpr int DKV_BN = 64 * DKV_MT;        /* keys per block, dkv */
+    static constexpr int DKV_BM = 32;                 /* queries per tile, dkv */
+    static constexpr bool DKV_KV_REGS = false;        /* K, V fragments stay in registers (MT 1 only) */
     static constexpr int DQ_MINB = DQ_MT == 2 ? 2 : 1; /* __launch_bounds__ min blocks per SM */
     static constexpr int DKV_MINB = 1;
     static constexpr size_t TILE = (size_t)(HD + 8) * sizeof(bf16); /* bytes per staged row */
     static constexpr size_t FWD_SMEM = (FWD_BM + 4 * FWD_BN) * TILE;
     static constexpr size_t DQ_SMEM = (2 * DQ_BM + 4 * DQ_BN) * TILE + DQ_BM * sizeof(float);
-    static constexpr size_t DKV_SMEM = (2 * FA_ROWS + 4 * DKV_BM) * TILE + 4 * DKV_BM * sizeof(float);
+    static constexpr size_t DKV_SMEM = (2 * DKV_BN + 4 * DKV_BM) * TILE + 4 * DKV_BM * sizeof(float);
 };
 
 template <int HD>
@@ -1092,15 +1134,15 @@ template <int HD>
 static gml_status fa_backward(cudaStream_t st, bf16 *dqkv, float *Dsum, const bf16 *dout, const bf16 *qkv,
                               const bf16 *out, const float *lse, int B, int T, int C, int NH, float scale) {
     typedef fa_cfg<HD> cfg;
-    dim3 grid(cuda_ceil_div((size_t)T, FA_ROWS), (unsigned)NH, (unsigned)B);
+    dim3 grid_dkv(cuda_ceil_div((size_t)T, cfg::DKV_BN), (unsigned)NH, (unsigned)B);
     dim3 grid_dq(cuda_ceil_div((size_t)T, cfg::DQ_BM), (unsigned)NH, (unsigned)B);
     auto dq = fa_backward_dq_kernel<HD, cfg::DQ_BN, cfg::DQ_MT, cfg::DQ_MINB>;
     GML_CHECK(allow_smem(dq, cfg::DQ_SMEM, "fa_backward_dq_kernel"));
     dq<<<grid_dq, FA_THREADS, cfg::DQ_SMEM, st>>>(dqkv, Dsum, dout, qkv, out, lse, T, C, NH, scale);
     CUDA_CHECK_LAUNCH("fa_backward_dq_kernel");
-    auto dkv = fa_backward_dkv_kernel<HD, cfg::DKV_BM, cfg::DKV_KV_REGS, cfg::DKV_MINB>;
+    auto dkv = fa_backward_dkv_kernel<HD, cfg::DKV_BM, cfg::DKV_KV_REGS, cfg::DKV_MT, cfg::DKV_MINB>;
     GML_CHECK(allow_smem(dkv, cfg::DKV_SMEM, "fa_backward_dkv_kernel"));
-    dkv<<<grid, FA_THREADS, cfg::DKV_SMEM, st>>>(dqkv, dout, qkv, lse, Dsum, T, C, NH, scale);
+    dkv<<<grid_dkv, FA_THREADS, cfg::DKV_SMEM, st>>>(dqkv, dout, qkv, lse, Dsum, T, C, NH, scale);
     CUDA_CHECK_LAUNCH("fa_backward_dkv_kernel");
     return GML_OK;
 }
