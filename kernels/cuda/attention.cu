@@ -18,7 +18,7 @@
  *    by 16-byte cp.async, double-buffered (prefetch of tile i+1 overlaps the
  *    math on tile i), rows padded by 16 bytes so ldmatrix is conflict-free.
  *  - 4 warps per block; the block owns 64 rows of one (b, h) and each warp
- *    owns 16 of them (forward and dq for hd 64: 128 and 32), so softmax
+ *    owns 16 of them (for hd 64: 128 and 32 in every kernel), so softmax
  *    statistics stay in registers (a thread holds 2 rows of every 16x8
  *    accumulator tile; row reductions are two shuffles within a quad). The
  *    accumulator layout of S = Q K^T equals the A operand layout of the next
@@ -37,19 +37,22 @@
  *      them (written to a scratch buffer), then
  *      walks key tiles up to the diagonal: S = Q K^T, P = exp(S*scale-lse),
  *      dP = dO V^T, dS = P (dP - D), dQ += dS K; writes dq.
- *    fa_backward_dkv_kernel (launched after, reads D): the block owns 64
+ *    fa_backward_dkv_kernel (launched after, reads D): the block owns 64 MT
  *      keys and walks query tiles from the diagonal to T: S^T = K Q^T,
  *      dV += P^T dO, dP^T = V dO^T, dK += dS^T Q; writes dk and dv.
  *    S and dP are thus computed twice (7 instead of 5 matmuls): the price of
  *    not accumulating dq with atomics.
- *  - tiles: hd 64: forward 128 queries x 64 keys, dq 128 x 32, dkv 64 x 64
- *    with K and V of the dkv block in registers. hd 128: dq walks 32-key
- *    tiles and dkv 32-query tiles (to stay below 255 registers without
- *    spills), K/V fragments are reloaded from shared memory.
+ *  - tiles: hd 64: forward 128 queries x 64 keys, dq 128 queries x 32 keys,
+ *    dkv 128 keys x 32 queries (each warp two 16-row tiles, so a fragment
+ *    loaded from shared memory serves two products). hd 128: one tile per
+ *    warp, dq walks 32-key tiles and dkv 32-query tiles (to stay below 255
+ *    registers without spills). K/V fragments of dkv are re-read from
+ *    shared memory (the hd 64 one-tile version kept them in registers).
  *  - measured (GPT-2 124M: B=16, T=1024, NH=12, hd=64; ncu, per layer):
  *    H100 with one tile per warp: forward 0.15 ms (~170 TFLOP/s on the
  *    causal half), dq 0.18 ms, dkv 0.24 ms (the scalar kernels took 19 ms
- *    for the same); H200, forward with two tiles per warp: 0.124 ms.
+ *    for the same); H200 with two tiles per warp: forward 0.124 ms, dq
+ *    0.161 ms, dkv 0.231 ms (one tile: 0.150, 0.176, 0.240).
  *
  * 2. Scalar fallback (attention_*_kernel): plain FMA code on f32 shared-memory
  *    tiles for every other head size up to 128 (and unaligned tensors):
@@ -839,20 +842,19 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
 
 /* grid (ceil(T/BN), NH, B) with BN = 64 MT: a block owns BN keys, a warp MT
  * tiles of 16 of them (so each Q and dO fragment from shared memory serves
- * MT key tiles); block 128; KV_REGS keeps the warp's K and V fragments in
- * registers (else they are re-read from shared memory). Dynamic smem (bf16,
+ * MT key tiles); block 128; the warp's K and V fragments are re-read from
+ * shared memory at each use. Dynamic smem (bf16,
  * row stride HD+8): k_s (BN, HD) | v_s (BN, HD) | q_s [2] (BM, HD) |
  * do_s [2] (BM, HD) | lse_s [2] (BM) f32 | d_s [2] (BM) f32. dk and dv add
  * the same 16-query chunks in the same order whatever BM and MT are, and
  * query chunks before a key add exact zeros: the bits do not depend on them. */
-template <int HD, int BM, bool KV_REGS, int MT, int MINB>
+template <int HD, int BM, int MT, int MINB>
 __global__ void __launch_bounds__(FA_THREADS, MINB)
     fa_backward_dkv_kernel(bf16 *dqkv /* (B,T,3C) */, const bf16 *dout /* (B,T,C) */, const bf16 *qkv /* (B,T,3C) */,
                            const float *lse /* (B,NH,T) */, const float *Dsum /* (B,NH,T) */, int T, int C, int NH,
                            float scale) {
     constexpr int BN = 4 * 16 * MT, ST = HD + 8, KD = HD / 16, NS = BM / 8, ND = HD / 8;
     static_assert(BN % BM == 0, "a key tile must start a query tile");
-    static_assert(!KV_REGS || MT == 1, "K, V fragments in registers for one key tile per warp only");
     bf16 *k_s = (bf16 *)fa_smem;
     bf16 *v_s = k_s + BN * ST;
     bf16 *q_s = v_s + BN * ST;
@@ -887,14 +889,6 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
     cp_async_commit();
     cp_async_wait<1>(); /* k, v */
     __syncthreads();
-    uint32_t kf[KV_REGS ? KD : 1][4], vf[KV_REGS ? KD : 1][4];
-    if (KV_REGS) {
-#pragma unroll
-        for (int kk = 0; kk < KD; kk++) {
-            ldsm_x4(kf[kk], smem_u32(k_s + warp * 16 * ST + kk * 16 + off.a));
-            ldsm_x4(vf[kk], smem_u32(v_s + warp * 16 * ST + kk * 16 + off.a));
-        }
-    }
 
     float dk[MT][ND][4], dv[MT][ND][4];
 #pragma unroll
@@ -934,15 +928,8 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
         for (int kk = 0; kk < KD; kk++) {
             uint32_t ka[MT][4];
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                if (KV_REGS) {
-#pragma unroll
-                    for (int j = 0; j < 4; j++)
-                        ka[mt][j] = kf[KV_REGS ? kk : 0][j];
-                } else {
-                    ldsm_x4(ka[mt], smem_u32(k_s + (warp * MT + mt) * 16 * ST + kk * 16 + off.a));
-                }
-            }
+            for (int mt = 0; mt < MT; mt++)
+                ldsm_x4(ka[mt], smem_u32(k_s + (warp * MT + mt) * 16 * ST + kk * 16 + off.a));
 #pragma unroll
             for (int np = 0; np < NS / 2; np++) {
                 uint32_t bq[4];
@@ -996,15 +983,8 @@ __global__ void __launch_bounds__(FA_THREADS, MINB)
         for (int kk = 0; kk < KD; kk++) {
             uint32_t va[MT][4];
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                if (KV_REGS) {
-#pragma unroll
-                    for (int j = 0; j < 4; j++)
-                        va[mt][j] = vf[KV_REGS ? kk : 0][j];
-                } else {
-                    ldsm_x4(va[mt], smem_u32(v_s + (warp * MT + mt) * 16 * ST + kk * 16 + off.a));
-                }
-            }
+            for (int mt = 0; mt < MT; mt++)
+                ldsm_x4(va[mt], smem_u32(v_s + (warp * MT + mt) * 16 * ST + kk * 16 + off.a));
 #pragma unroll
             for (int np = 0; np < NS / 2; np++) {
                 uint32_t bo[4];
@@ -1095,10 +1075,9 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 static bool fa_supported(int hd) { return hd == 64 || hd == 128; }
 
 /* Tile shapes and occupancy per head size (see the file comment). For hd
- * 64 the forward and dq give each warp two 16-query tiles (251 and 241
- * registers, no spills: 2 blocks per SM), dq with 32-key tiles to fit; dkv
- * needs ~240 registers for its register-resident K and V and keeps one tile
- * per warp. hd 128 keeps one tile per warp everywhere. */
+ * 64 every kernel gives each warp two 16-row tiles (forward 251, dq 241, dkv
+ * 255 registers with 8 bytes spilled: 2 blocks per SM), dq and dkv with
+ * 32-row tiles on the other side to fit. hd 128 keeps one tile per warp. */
 template <int HD> struct fa_cfg {
     static constexpr int FWD_BN = 64;                 /* keys per tile, forward */
     static constexpr int FWD_MT = HD <= 64 ? 2 : 1;   /* 16-query tiles per warp, forward */
@@ -1109,7 +1088,6 @@ template <int HD> struct fa_cfg {
     static constexpr int DKV_MT = HD <= 64 ? 2 : 1;   /* 16-key tiles per warp, dkv */
     static constexpr int DKV_BN = 64 * DKV_MT;        /* keys per block, dkv */
     static constexpr int DKV_BM = 32;                 /* queries per tile, dkv */
-    static constexpr bool DKV_KV_REGS = false;        /* K, V fragments stay in registers (MT 1 only) */
     static constexpr int DQ_MINB = DQ_MT == 2 ? 2 : 1; /* __launch_bounds__ min blocks per SM */
     static constexpr int DKV_MINB = 1;
     static constexpr size_t TILE = (size_t)(HD + 8) * sizeof(bf16); /* bytes per staged row */
@@ -1140,7 +1118,7 @@ static gml_status fa_backward(cudaStream_t st, bf16 *dqkv, float *Dsum, const bf
     GML_CHECK(allow_smem(dq, cfg::DQ_SMEM, "fa_backward_dq_kernel"));
     dq<<<grid_dq, FA_THREADS, cfg::DQ_SMEM, st>>>(dqkv, Dsum, dout, qkv, out, lse, T, C, NH, scale);
     CUDA_CHECK_LAUNCH("fa_backward_dq_kernel");
-    auto dkv = fa_backward_dkv_kernel<HD, cfg::DKV_BM, cfg::DKV_KV_REGS, cfg::DKV_MT, cfg::DKV_MINB>;
+    auto dkv = fa_backward_dkv_kernel<HD, cfg::DKV_BM, cfg::DKV_MT, cfg::DKV_MINB>;
     GML_CHECK(allow_smem(dkv, cfg::DKV_SMEM, "fa_backward_dkv_kernel"));
     dkv<<<grid_dkv, FA_THREADS, cfg::DKV_SMEM, st>>>(dqkv, dout, qkv, lse, Dsum, T, C, NH, scale);
     CUDA_CHECK_LAUNCH("fa_backward_dkv_kernel");
