@@ -19,9 +19,10 @@
  * Algorithm choice, cached per shape, epilogue and pointer alignments (the
  * heuristic is the slow part of a call on the host): cuBLASLt's heuristic
  * ranks its answers by a model, and its first is not always the fastest
- * here (bench_lt_algos on an H200: 18.4 ms of matmuls in a GPT-2 124M step
- * with the first answers, 17.4 ms with the fastest). A timed choice alone
- * could differ between runs, and runs must stay bit-identical. So on the
+ * here (bench_lt_algos on an H200: 19.6 ms of matmuls in a GPT-2 124M step
+ * with the first answers, 18.6 ms with the fastest, 18.8 ms with the
+ * fastest that give the first answer's bits). A timed choice alone could
+ * differ between runs, and runs must stay bit-identical. So on the
  * first call of a product (not while a graph is being recorded) lt_tune
  * times up to LT_CANDIDATES answers on the call's own operands and keeps the
  * fastest of those whose output (and aux output) is bit-identical to the
