@@ -69,8 +69,10 @@ static float time_algo(cublasLtHandle_t lt, cublasLtMatmulDesc_t op, cublasLtMat
                                           WORKSPACE_BYTES, st);
         CK(cudaEventRecord(e1, st));
         CK(cudaEventSynchronize(e1));
-        if (s != CUBLAS_STATUS_SUCCESS) {
+        if (s != CUBLAS_STATUS_SUCCESS) { /* this answer cannot run these operands */
             free(t);
+            CK(cudaEventDestroy(e0));
+            CK(cudaEventDestroy(e1));
             return -1.0f;
         }
         if (r >= 0) CK(cudaEventElapsedTime(&t[r], e0, e1));
@@ -188,7 +190,7 @@ int main(int argc, char **argv) {
     LK(cublasLtCreate(&lt));
     cudaStream_t st;
     CK(cudaStreamCreate(&st));
-    /* one buffer big enough for every operand: A, B, D, aux, bias */
+    /* operand buffers big enough for every product above; big: D's */
     size_t big = (size_t)Vp * N * 2 + (size_t)C4 * N * 4;
     void *A, *B, *D, *aux, *bias, *biasf, *ws;
     CK(cudaMalloc(&A, (size_t)Vp * C4 * 2));
