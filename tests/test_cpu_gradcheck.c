@@ -405,25 +405,32 @@ static void ln_ctx_free(ln_ctx *c) {
     free(c->inp), free(c->w), free(c->b), free(c->R), free(c->out), free(c->mean), free(c->rstd);
 }
 
+/* The LayerNorm of the N rows of x (C each) in double precision: out,
+ * and each row's mean and rstd (two passes, eps LN_EPS_REF). */
+static void ln_reference(const float *x, const float *w, const float *b, int N, int C, double *out, double *mean,
+                         double *rstd) {
+    for (int i = 0; i < N; i++) {
+        const float *xi = x + (size_t)i * C;
+        double m = 0.0, v = 0.0;
+        for (int k = 0; k < C; k++)
+            m += xi[k];
+        m /= C;
+        for (int k = 0; k < C; k++)
+            v += (xi[k] - m) * (xi[k] - m);
+        v /= C;
+        double rs = 1.0 / sqrt(v + LN_EPS_REF);
+        mean[i] = m, rstd[i] = rs;
+        for (int k = 0; k < C; k++)
+            out[(size_t)i * C + k] = (xi[k] - m) * rs * w[k] + b[k];
+    }
+}
+
 /* forward vs a double-precision direct computation */
 static void ln_check_forward(ln_ctx *c) {
     int N = c->N, C = c->C;
     ln_eval(c);
     double *out = dalloc((size_t)N * C), *mean = dalloc((size_t)N), *rstd = dalloc((size_t)N);
-    for (int i = 0; i < N; i++) {
-        const float *x = c->inp + (size_t)i * C;
-        double m = 0.0, v = 0.0;
-        for (int k = 0; k < C; k++)
-            m += x[k];
-        m /= C;
-        for (int k = 0; k < C; k++)
-            v += (x[k] - m) * (x[k] - m);
-        v /= C;
-        double rs = 1.0 / sqrt(v + LN_EPS_REF);
-        mean[i] = m, rstd[i] = rs;
-        for (int k = 0; k < C; k++)
-            out[(size_t)i * C + k] = (x[k] - m) * rs * c->w[k] + c->b[k];
-    }
+    ln_reference(c->inp, c->w, c->b, N, C, out, mean, rstd);
     check_rel("layernorm out", c->out, out, (size_t)N * C, TOL_FWD);
     check_rel("layernorm mean", c->mean, mean, (size_t)N, TOL_FWD);
     check_rel("layernorm rstd", c->rstd, rstd, (size_t)N, TOL_FWD);
@@ -776,20 +783,7 @@ static void run_residual_layernorm(int N, int C) {
         assert_memory_equal(&res[i], &want, 4);
     }
     double *rout = dalloc(n), *rmean = dalloc((size_t)N), *rrstd = dalloc((size_t)N);
-    for (int i = 0; i < N; i++) {
-        const float *x = res + (size_t)i * C;
-        double m = 0.0, v = 0.0;
-        for (int k = 0; k < C; k++)
-            m += x[k];
-        m /= C;
-        for (int k = 0; k < C; k++)
-            v += (x[k] - m) * (x[k] - m);
-        v /= C;
-        double rs = 1.0 / sqrt(v + LN_EPS_REF);
-        rmean[i] = m, rrstd[i] = rs;
-        for (int k = 0; k < C; k++)
-            rout[(size_t)i * C + k] = (x[k] - m) * rs * w[k] + bias[k];
-    }
+    ln_reference(res, w, bias, N, C, rout, rmean, rrstd);
     check_rel("residual_layernorm out", out, rout, n, TOL_FWD);
     check_rel("residual_layernorm mean", mean, rmean, (size_t)N, TOL_FWD);
     check_rel("residual_layernorm rstd", rstd, rrstd, (size_t)N, TOL_FWD);
