@@ -135,6 +135,20 @@ static void test_gpu_runs_bit_identical(void **state) {
     free(pb);
 }
 
+/* Two runs' STEPS losses and final weights (na, nb of them) are equal bit
+ * for bit; a differing loss is reported with the step and both values.
+ * Frees both weight arrays. */
+static void assert_runs_identical(const double *la, const double *lb, float *pa, float *pb, size_t na, size_t nb,
+                                  const char *a, const char *b) {
+    assert_int_equal(na, nb);
+    for (int s = 0; s < STEPS; s++) {
+        if (memcmp(&la[s], &lb[s], sizeof la[s]) != 0) fail_msg("step %d: loss %.9g %s, %.9g %s", s, la[s], a, lb[s], b);
+    }
+    assert_memory_equal(pa, pb, na * sizeof *pa);
+    free(pa);
+    free(pb);
+}
+
 /* The recorded micro-step (CUDA graph, replayed from the third step on) does
  * exactly the work of the launch-by-launch one: same losses and weights, bit
  * for bit, over every step. */
@@ -145,14 +159,7 @@ static void test_graph_replay_bit_identical(void **state) {
     size_t na = 0, nb = 0;
     run_with("cuda", 0.0f, 0, la, &pa, &na);
     run_with("cuda", 0.0f, 1, lb, &pb, &nb);
-    assert_int_equal(na, nb);
-    for (int s = 0; s < STEPS; s++) {
-        if (memcmp(&la[s], &lb[s], sizeof la[s]) != 0)
-            fail_msg("step %d: loss %.9g launch by launch, %.9g replayed", s, la[s], lb[s]);
-    }
-    assert_memory_equal(pa, pb, na * sizeof *pa);
-    free(pa);
-    free(pb);
+    assert_runs_identical(la, lb, pa, pb, na, nb, "launch by launch", "replayed");
 }
 
 /* Timed matmul answers change nothing: a run with lt_tune's choices and a
@@ -172,15 +179,8 @@ static void test_tuned_matmuls_bit_identical(void **state) {
     if (saved) assert_int_equal(setenv("GML_LT_TUNE", saved, 1), 0);
     else assert_int_equal(unsetenv("GML_LT_TUNE"), 0);
     free(saved);
-    assert_int_equal(na, nb);
-    for (int s = 0; s < STEPS; s++) {
-        if (memcmp(&la[s], &lb[s], sizeof la[s]) != 0)
-            fail_msg("step %d: loss %.9g tuned, %.9g with the first answers", s, la[s], lb[s]);
-    }
-    assert_memory_equal(pa, pb, na * sizeof *pa);
+    assert_runs_identical(la, lb, pa, pb, na, nb, "tuned", "with the first answers");
     printf("tuned matmuls vs the heuristic's first answers: %d losses and %zu weights identical\n", STEPS, na);
-    free(pa);
-    free(pb);
 }
 
 /* The head in pieces (head_chunks = 3: 3 + 3 + 2 sequences, its backward
