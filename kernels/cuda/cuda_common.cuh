@@ -139,6 +139,28 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+/* The last step of the column-sum kernels whose blocks (32, 8) cover 256
+ * columns, 8 per lane (lane x: columns (blockIdx.x * 32 + x) * 8 .. + 8), and
+ * whose 8 row lanes y each summed part of a chunk of rows (blockIdx.y): the
+ * lanes' sums acc are added in lane order and written to partial[blockIdx.y,
+ * c] for c < C. sh: 8 x 256 floats of the block's shared memory. Used by
+ * matmul.cu (bias gradients) and layernorm.cu (its parameter gradients). */
+__device__ __forceinline__ void colsum8_store_partial(float (*sh)[256], const float acc[8], float *partial, int C) {
+    const int tx = threadIdx.x, ty = threadIdx.y;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        sh[ty][tx * 8 + i] = acc[i];
+    __syncthreads();
+    const int j = ty * 32 + tx; /* this thread's column of the block's 256 */
+    const int c = blockIdx.x * 256 + j;
+    if (c < C) {
+        float s = 0.0f;
+        for (int k = 0; k < 8; k++)
+            s += sh[k][j];
+        partial[(size_t)blockIdx.y * C + c] = s;
+    }
+}
+
 /* ---- ops, by file (signatures as in struct gml_backend_i) ---- */
 /* elementwise.cu */
 gml_status gml_cuda_cast_f32_to_act(gml_backend *be, void *dst, const float *src, size_t n);

@@ -244,22 +244,8 @@ __global__ void layernorm_backward_params_vec_kernel(float *partial_dw, float *p
             }
         }
     }
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        sh_w[ty][tx * 8 + i] = aw[i];
-        sh_b[ty][tx * 8 + i] = ab[i];
-    }
-    __syncthreads();
-    const int j = ty * 32 + tx, c = blockIdx.x * 256 + j;
-    if (c < C) {
-        float sw = 0.0f, sb = 0.0f;
-        for (int k = 0; k < 8; k++) {
-            sw += sh_w[k][j];
-            sb += sh_b[k][j];
-        }
-        partial_dw[(size_t)blockIdx.y * C + c] = sw;
-        partial_db[(size_t)blockIdx.y * C + c] = sb;
-    }
+    colsum8_store_partial(sh_w, aw, partial_dw, C);
+    colsum8_store_partial(sh_b, ab, partial_db, C);
 }
 
 /* The same for any row: block (32, 8): 32 columns x 8 row lanes; blockIdx.y

@@ -183,7 +183,7 @@ static cublasStatus_t lt_run(gml_cuda_ctx *c, const lt_call *k, const cublasLtMa
  * product in D (and aux); with beta != 0, D as it was. The caller runs the
  * chosen one afterwards. */
 static gml_status lt_tune(gml_cuda_ctx *c, const lt_call *k, const cublasLtMatmulHeuristicResult_t *h, int found,
-                          int *chosen) {
+                          bool verbose, int *chosen) {
     gml_status st = GML_OK;
     unsigned long long *dev = NULL, ref = 0, hv = 0;
     cudaEvent_t e0 = NULL, e1 = NULL;
@@ -224,12 +224,9 @@ static gml_status lt_tune(gml_cuda_ctx *c, const lt_call *k, const cublasLtMatmu
             *chosen = i;
         }
     }
-    {
-        const char *e = getenv("GML_LT_TUNE");
-        if (e && !strcmp(e, "verbose"))
-            fprintf(stderr, "lt_tune: %zu-byte product: answer %d of %d (%d with the first's bits), %.4f -> %.4f ms\n",
-                    k->bytes_d, *chosen, found, same, first / LT_TUNE_REPS, best / LT_TUNE_REPS);
-    }
+    if (verbose)
+        fprintf(stderr, "lt_tune: %zu-byte product: answer %d of %d (%d with the first's bits), %.4f -> %.4f ms\n",
+                k->bytes_d, *chosen, found, same, first / LT_TUNE_REPS, best / LT_TUNE_REPS);
     if (saved) { /* the caller's product accumulates onto the D it gave */
         CUDA_CHECK_GOTO(cudaMemcpyAsync(k->D, saved, k->bytes_d, cudaMemcpyHostToDevice, c->stream), st, done);
         CUDA_CHECK_GOTO(cudaStreamSynchronize(c->stream), st, done);
@@ -242,17 +239,21 @@ done:
     return st;
 }
 
+typedef enum { LT_TUNE_OFF, LT_TUNE_ON, LT_TUNE_VERBOSE } lt_tune_mode;
+
 /* Tune this call's product? Not while the stream records a graph (timing
- * needs host syncs), nor with GML_LT_TUNE=0 (read at every uncached shape). */
-static bool lt_tune_wanted(gml_cuda_ctx *c) {
+ * needs host syncs), nor with GML_LT_TUNE=0; GML_LT_TUNE=verbose also says
+ * what was chosen. The variable is read at every uncached shape. */
+static lt_tune_mode lt_tune_wanted(gml_cuda_ctx *c) {
     const char *e = getenv("GML_LT_TUNE");
-    if (e && !strcmp(e, "0")) return false;
+    if (e && !strcmp(e, "0")) return LT_TUNE_OFF;
     cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
     if (cudaStreamIsCapturing(c->stream, &cs) != cudaSuccess) {
         (void)cudaGetLastError();
-        return false;
+        return LT_TUNE_OFF;
     }
-    return cs == cudaStreamCaptureStatusNone;
+    if (cs != cudaStreamCaptureStatusNone) return LT_TUNE_OFF;
+    return e && !strcmp(e, "verbose") ? LT_TUNE_VERBOSE : LT_TUNE_ON;
 }
 
 /* D (m, n) col-major, ld = ldd = alpha * op(A) op(B) + beta * D, where
@@ -335,9 +336,9 @@ static gml_status lt_matmul(gml_cuda_ctx *ctx, bool transa, bool transb, int m, 
             for (size_t i = 0; i < sizeof prefs / sizeof prefs[0]; i++)
                 CUBLAS_CHECK_GOTO(
                     cublasLtMatmulPreferenceSetAttribute(pref, prefs[i].attr, prefs[i].val, prefs[i].bytes), st, done);
-            const bool tune = lt_tune_wanted(ctx);
+            const lt_tune_mode tune = lt_tune_wanted(ctx);
             cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(ctx->lt, op, la, lb, ld, ld, pref,
-                                                               tune ? LT_CANDIDATES : 1, heur, &found);
+                                                               tune != LT_TUNE_OFF ? LT_CANDIDATES : 1, heur, &found);
             if (hs != CUBLAS_STATUS_SUCCESS) found = 0;
             int pick = 0;
             if (found > 1) {
@@ -346,7 +347,7 @@ static gml_status lt_matmul(gml_cuda_ctx *ctx, bool transa, bool transb, int m, 
                 const size_t el = d_type == CUDA_R_32F ? 4 : 2;
                 const lt_call call = {op, la, lb, ld, A, B, D, beta, (size_t)ldd * (size_t)n * el,
                                       aux_out ? epi->aux : NULL, aux_out ? (size_t)epi->aux_ld * (size_t)n * 2 : 0};
-                GML_CHECK_GOTO(lt_tune(ctx, &call, heur, found, &pick), st, done);
+                GML_CHECK_GOTO(lt_tune(ctx, &call, heur, found, tune == LT_TUNE_VERBOSE, &pick), st, done);
             }
             if (found) algo = heur[pick].algo;
             cache_put(ctx, &key, found, &algo);
@@ -412,18 +413,7 @@ __global__ void colsum_vec_partial_kernel(float *partial, const bf16 *dout /* (N
             }
         }
     }
-#pragma unroll
-    for (int i = 0; i < 8; i++)
-        sh[ty][tx * 8 + i] = acc[i];
-    __syncthreads();
-    const int j = ty * 32 + tx; /* this thread's column of the block's 256 */
-    const int c = blockIdx.x * 256 + j;
-    if (c < OC) {
-        float s = 0.0f;
-        for (int k = 0; k < 8; k++)
-            s += sh[k][j];
-        partial[(size_t)blockIdx.y * OC + c] = s;
-    }
+    colsum8_store_partial(sh, acc, partial, OC);
 }
 
 /* The same for any OC: block (32, 8), 32 columns x 8 row lanes. */
