@@ -77,6 +77,8 @@ gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float
 /* recv (size * send_n) = every rank's send (send_n), in rank order. send may
  * be this rank's own block of recv (recv + rank * send_n): in place. */
 gml_status gml_comm_allgather_f32(gml_comm *c, const float *send, float *recv, size_t send_n, gml_comm_req **req);
+/* The same for blocks of send_bytes bytes of any type (e.g. bf16 weights). */
+gml_status gml_comm_allgather_bytes(gml_comm *c, const void *send, void *recv, size_t send_bytes, gml_comm_req **req);
 /* bytes of buf from `root` to everyone. */
 gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req);
 gml_status gml_comm_barrier(gml_comm *c);

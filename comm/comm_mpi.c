@@ -287,12 +287,22 @@ gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float
 }
 
 gml_status gml_comm_allgather_f32(gml_comm *c, const float *send, float *recv, size_t send_n, gml_comm_req **req) {
-    if (c->nccl) return gml_nccl_allgather(c, send, recv, send_n, req);
+    if (c->nccl) return gml_nccl_allgather(c, send, recv, send_n * 4, req);
     GML_CHECK(count_ok(send_n, "allgather", c));
     MPI_Request r;
     /* send at this rank's block of recv: in place */
     const void *s = send == recv + (size_t)c->rank * send_n ? MPI_IN_PLACE : (const void *)send;
     MPI_TRY(MPI_Iallgather(s, (int)send_n, MPI_FLOAT, recv, (int)send_n, MPI_FLOAT, c->mpi, &r), "allgather", c);
+    return finish(c, r, "allgather", req);
+}
+
+gml_status gml_comm_allgather_bytes(gml_comm *c, const void *send, void *recv, size_t send_bytes, gml_comm_req **req) {
+    if (c->nccl) return gml_nccl_allgather(c, send, recv, send_bytes, req);
+    GML_CHECK(count_ok(send_bytes, "allgather", c));
+    MPI_Request r;
+    const void *s = send == (const char *)recv + (size_t)c->rank * send_bytes ? MPI_IN_PLACE : send;
+    MPI_TRY(MPI_Iallgather(s, (int)send_bytes, MPI_BYTE, recv, (int)send_bytes, MPI_BYTE, c->mpi, &r), "allgather",
+            c);
     return finish(c, r, "allgather", req);
 }
 

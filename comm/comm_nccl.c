@@ -237,10 +237,10 @@ gml_status gml_nccl_reduce_scatter(gml_comm *c, const float *send, float *recv, 
     return end(c, "reduce_scatter", req);
 }
 
-gml_status gml_nccl_allgather(gml_comm *c, const float *send, float *recv, size_t n, gml_comm_req **req) {
+gml_status gml_nccl_allgather(gml_comm *c, const void *send, void *recv, size_t bytes, gml_comm_req **req) {
     GML_CHECK(begin(c));
-    /* NCCL treats send == recv + rank * n as in place */
-    NCCL_TRY(ncclAllGather(send, recv, n, ncclFloat32, (ncclComm_t)c->nccl, (cudaStream_t)c->stream), "allgather",
+    /* NCCL treats send == recv + rank * bytes as in place */
+    NCCL_TRY(ncclAllGather(send, recv, bytes, ncclUint8, (ncclComm_t)c->nccl, (cudaStream_t)c->stream), "allgather",
              c);
     return end(c, "allgather", req);
 }

@@ -390,6 +390,7 @@ gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max,
             m->compute = m->master;
         } else {
             GML_CHECK_GOTO(be->iface->alloc(be, &m->compute, P * m->as), st, fail);
+            GML_CHECK_GOTO(be->iface->memset_zero(be, m->compute, P * m->as), st, fail); /* padding: ZeRO gathers it */
         }
         for (int u = 0; u < m->n_layers; u++) {
             m->unit_c[u] = (char *)m->compute + m->unit_lo[u] * m->as;

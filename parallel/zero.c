@@ -53,6 +53,8 @@ struct gml_zero {
     float *gshard; /* (S) reduced gradient shard, stages 2 and 3 */
     gml_dp_reducer *red; /* stages 0 and 1: bucketed all-reduce, overlapped with backward */
     int attached;        /* the reducer is hooked into this step's last backward */
+    int master_stale;    /* stages 1, 2 on a bf16 backend: the full master is current in the own shard
+                          * only (the step gathers the compute copy); gml_zero_gather_params_host */
 
     /* stage 3 */
     float *mshard;   /* (S) f32 master weights of [rank*S, (rank+1)*S); padding 0 */
@@ -403,12 +405,16 @@ gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
     if (grad_norm) *grad_norm = norm;
     GML_CHECK(gml_adamw_step_range(z->opt, lr, g, norm));
     if (z->stage == 1 || z->stage == 2) {
-        float *master = gml_gpt_master(z->model);
         /* in place: this rank's block of the padded buffer is its shard */
-        GML_CHECK(gml_comm_allgather_f32(z->dev, master + (size_t)z->rank * z->S, master, z->S, NULL));
-        gml_backend *be = gml_gpt_backend(z->model);
+        float *master = gml_gpt_master(z->model);
         void *compute = gml_gpt_compute(z->model);
-        if (compute != (void *)master) GML_CHECK(be->iface->cast_f32_to_act(be, compute, master, z->P));
+        if (compute == (void *)master) {
+            GML_CHECK(gml_comm_allgather_f32(z->dev, master + (size_t)z->rank * z->S, master, z->S, NULL));
+        } else { /* AdamW wrote the shard's compute copy: gather that (half the bytes of f32), not the master */
+            size_t block = z->S * z->as;
+            GML_CHECK(gml_comm_allgather_bytes(z->dev, (char *)compute + (size_t)z->rank * block, compute, block, NULL));
+            z->master_stale = 1;
+        }
     }
     return GML_OK;
 }
@@ -458,6 +464,7 @@ gml_status gml_zero_restore(gml_zero *z, const float *master, const float *adam_
     size_t lo, hi;
     gml_adamw_range(z->opt, &lo, &hi);
     GML_CHECK(gml_gpt_set_params_host(z->model, master)); /* stage 3: the provider keeps the shard */
+    z->master_stale = 0;
     if (hi > lo) {
         GML_CHECK(be->iface->memcpy_h2d(be, gml_adamw_m(z->opt), adam_m + lo, (hi - lo) * 4));
         GML_CHECK(be->iface->memcpy_h2d(be, gml_adamw_v(z->opt), adam_v + lo, (hi - lo) * 4));
@@ -467,6 +474,13 @@ gml_status gml_zero_restore(gml_zero *z, const float *master, const float *adam_
 }
 
 gml_status gml_zero_gather_params_host(gml_zero *z) {
+    if (z->stage == 1 || z->stage == 2) { /* bring the full master up to date, on the device */
+        if (!z->master_stale) return GML_OK;
+        float *master = gml_gpt_master(z->model);
+        GML_CHECK(gml_comm_allgather_f32(z->dev, master + (size_t)z->rank * z->S, master, z->S, NULL));
+        z->master_stale = 0;
+        return GML_OK;
+    }
     if (z->stage != 3) return GML_OK;
     gml_backend *be = gml_gpt_backend(z->model);
     if (!z->host_params) {

@@ -11,7 +11,11 @@
  *   stage 0: gradients all-reduced in buckets overlapped with backward
  *            (parallel/dp.h), every rank updates all.
  *   stage 1: gradients all-reduced as in 0; Adam moments for the own shard only;
- *            each rank updates its shard, then the parameters are all-gathered.
+ *            each rank updates its shard, then the parameters are all-gathered:
+ *            the compute copy only on a bf16 backend (half the bytes of the
+ *            fp32 master, and no cast of the whole model after it), so the
+ *            full master is current in the own shard only until
+ *            gml_zero_gather_params_host (whole-weight exports call it).
  *   stage 2: gradients reduce-scattered into a shard buffer (half the traffic
  *            of an all-reduce); update and all-gather as in stage 1.
  *   stage 3: the parameters are sharded too. The model is created with
@@ -125,12 +129,15 @@ gml_status gml_zero_download_shard(gml_zero *z, float *master, float *adam_m, fl
  * collective. */
 gml_status gml_zero_restore(gml_zero *z, const float *master, const float *adam_m, const float *adam_v, int adam_t);
 
-/* Whole weights on the host in stage 3 (weights files, best.h5): collective
- * over the group, every rank calls it; it all-gathers the master shards
- * into a host copy (P floats, owned here) that gml_gpt_get_params_host then
- * serves on this rank without communication, until the next step, a
- * restore, gml_gpt_set_params_host or gml_zero_drop_params_host. Stages
- * 0-2: a no-op (every rank has the full weights). */
+/* Whole weights for gml_gpt_get_params_host (weights files, best.h5):
+ * collective over the group, every rank calls it before it. Stage 3: it
+ * all-gathers the master shards into a host copy (P floats, owned here)
+ * that gml_gpt_get_params_host then serves on this rank without
+ * communication, until the next step, a restore, gml_gpt_set_params_host
+ * or gml_zero_drop_params_host. Stages 1, 2 on a bf16 backend: it
+ * all-gathers the fp32 master on the device once after a step (the step
+ * gathered the compute copy only). Otherwise a no-op (every rank has the
+ * full weights). */
 gml_status gml_zero_gather_params_host(gml_zero *z);
 void gml_zero_drop_params_host(gml_zero *z);
 
