@@ -82,6 +82,13 @@ gml_status gml_comm_allgather_bytes(gml_comm *c, const void *send, void *recv, s
 /* bytes of buf from `root` to everyone. */
 gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req);
 gml_status gml_comm_barrier(gml_comm *c);
+/* Device group: watch the work queued so far on the backend's stream like
+ * a collective (the process ends after parallel.timeout_s if it does not
+ * complete, naming `what`): for collectives inside a recording (CUDA graph)
+ * that was launched there, which cannot be watched one by one. Collectives
+ * started while the backend's stream is being recorded are not watched
+ * themselves. MPI group: a no-op. */
+gml_status gml_comm_watch(gml_comm *c, const char *what);
 /* Block until *req is done, then free it and set *req = NULL (NULL: no-op). */
 gml_status gml_comm_wait(gml_comm_req **req);
 

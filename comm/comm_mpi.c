@@ -23,6 +23,7 @@
 #pragma weak gml_nccl_allgather
 #pragma weak gml_nccl_broadcast
 #pragma weak gml_nccl_wait
+#pragma weak gml_nccl_watch
 
 static int g_started;     /* MPI_Init was ours */
 static double g_timeout_s = 300.0;
@@ -318,6 +319,10 @@ gml_status gml_comm_barrier(gml_comm *c) {
     MPI_Request r;
     MPI_TRY(MPI_Ibarrier(c->mpi, &r), "barrier", c);
     return wait_deadline(&r, c->mpi, "barrier", c->name, c->rank, c->size);
+}
+
+gml_status gml_comm_watch(gml_comm *c, const char *what) {
+    return c->nccl ? gml_nccl_watch(c, what) : GML_OK;
 }
 
 gml_status gml_comm_wait(gml_comm_req **req) {

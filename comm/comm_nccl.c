@@ -97,12 +97,17 @@ static void wd_start(void) {
     pthread_attr_destroy(&a);
 }
 
-/* Watch the collective just queued on c->stream. Best effort: a failure
- * here leaves the op unwatched, never fails it. */
-static void wd_watch(gml_comm *c, const char *what) {
+/* Watch the work just queued on `stream` (a collective on c->stream, or a
+ * replayed recording on the compute stream). Best effort: a failure here
+ * leaves the op unwatched, never fails it. Not while `stream` is being
+ * recorded: an event recorded there is part of the recording, not one the
+ * host can poll (the replay is watched instead: gml_comm_watch). */
+static void wd_watch(gml_comm *c, void *stream, const char *what) {
+    enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing((cudaStream_t)stream, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone) return;
     cudaEvent_t ev;
     if (cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) != cudaSuccess) return;
-    if (cudaEventRecord(ev, (cudaStream_t)c->stream) != cudaSuccess) {
+    if (cudaEventRecord(ev, (cudaStream_t)stream) != cudaSuccess) {
         cudaEventDestroy(ev);
         return;
     }
@@ -184,7 +189,7 @@ static gml_status begin(gml_comm *c) {
 
 /* completion event after it: to *req, or waited for by compute now */
 static gml_status end(gml_comm *c, const char *what, gml_comm_req **req) {
-    wd_watch(c, what);
+    wd_watch(c, c->stream, what);
     cudaEvent_t ev;
     CUDA_TRY(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
     CUDA_TRY(cudaEventRecord(ev, (cudaStream_t)c->stream), "cudaEventRecord after a collective");
@@ -213,6 +218,11 @@ gml_status gml_nccl_wait(gml_comm_req *q) {
     cudaEventDestroy((cudaEvent_t)q->event);
     q->event = NULL; /* gml_comm_wait frees q */
     CUDA_TRY(e, "cudaStreamWaitEvent for a collective");
+    return GML_OK;
+}
+
+gml_status gml_nccl_watch(gml_comm *c, const char *what) {
+    wd_watch(c, c->compute, what);
     return GML_OK;
 }
 

@@ -45,6 +45,17 @@ typedef struct {
     int block; /* with LAYER_BLOCK */
 } layer;
 
+/* A recording of a training micro-step and what it was recorded for;
+ * seen: one unrecorded run with these arguments done. */
+typedef struct {
+    void *graph;
+    int seen, B, T;
+    float dscale;
+    float *acc;
+    gml_grads_ready_fn fn;
+    void *ctx;
+} micro_graph;
+
 struct gml_gpt {
     gml_backend *be;
     gml_gpt_config cfg;
@@ -100,6 +111,7 @@ struct gml_gpt {
     uint64_t dropout_key, dropout_first_row;
     gml_grads_ready_fn ready_fn; /* see gml_gpt_set_grads_ready_hook */
     void *ready_ctx;
+    int ready_recordable;
     uint32_t drop_threshold;
     float drop_scale;
 
@@ -110,12 +122,11 @@ struct gml_gpt {
     size_t logits_r0, logits_n;
     int head_done;
 
-    /* gml_gpt_train_micro's recording of a micro-step and what it was
-     * recorded for; graph_seen: one unrecorded run with these arguments done */
-    void *graph;
-    int graph_seen, graph_off, graph_B, graph_T;
-    float graph_dscale;
-    float *graph_acc;
+    /* gml_gpt_train_micro's recordings of a micro-step: slot 0 without a
+     * grads-ready hook, slot 1 with a recordable one (gradient accumulation
+     * alternates: the dp reducer hooks the last micro-step only) */
+    micro_graph graphs[2];
+    int graph_off, replayed;
 };
 
 /* ------------------------------------------------------------------ */
@@ -725,9 +736,10 @@ void gml_gpt_set_dropout_key(gml_gpt *m, uint64_t key, uint64_t first_row) {
     m->dropout_first_row = first_row;
 }
 
-void gml_gpt_set_grads_ready_hook(gml_gpt *m, gml_grads_ready_fn fn, void *ctx) {
+void gml_gpt_set_grads_ready_hook(gml_gpt *m, gml_grads_ready_fn fn, void *ctx, int recordable) {
     m->ready_fn = fn;
     m->ready_ctx = ctx;
+    m->ready_recordable = fn && recordable;
 }
 
 /* Flat range of the parameters a layer owns (registry order: wte, wpe,
@@ -786,10 +798,13 @@ gml_status gml_gpt_backward(gml_gpt *m) {
 /* ------------------------------------------------------------------ */
 /* a training micro-step, recorded once and replayed (backend graph_*) */
 
+static void graph_drop_slot(gml_gpt *m, micro_graph *g) {
+    if (g->graph) m->be->iface->graph_free(m->be, g->graph);
+    memset(g, 0, sizeof *g);
+}
+
 static void graph_drop(gml_gpt *m) {
-    if (m->graph) m->be->iface->graph_free(m->be, m->graph);
-    m->graph = NULL;
-    m->graph_seen = 0;
+    for (int i = 0; i < 2; i++) graph_drop_slot(m, &m->graphs[i]);
 }
 
 /* The device work of a micro-step after stage_inputs. */
@@ -799,58 +814,67 @@ static gml_status micro_body(gml_gpt *m, float dscale, float *loss_acc) {
     return run_backward(m);
 }
 
-/* Record the micro-step's work and keep the recording; on any failure end
- * the recording, switch recording off for this model and say so once. */
-static gml_status graph_record(gml_gpt *m, float dscale, float *loss_acc) {
+/* Record the micro-step's work into slot g and keep the recording; on any
+ * failure end the recording, switch recording off for this model and say so
+ * once. */
+static gml_status graph_record(gml_gpt *m, micro_graph *g, float dscale, float *loss_acc) {
     const struct gml_backend_i *o = m->be->iface;
     GML_CHECK(o->graph_begin(m->be));
     gml_status st = micro_body(m, dscale, loss_acc);
-    void *g = NULL;
-    gml_status end = o->graph_end(m->be, &g);
+    void *rec = NULL;
+    gml_status end = o->graph_end(m->be, &rec);
     if (st == GML_OK) st = end;
     if (st != GML_OK) {
-        if (g) o->graph_free(m->be, g);
+        if (rec) o->graph_free(m->be, rec);
         fprintf(stderr, "gml-dist: note: recording the training step as a CUDA graph failed (%s); running it "
                         "launch by launch\n", gml_error_message());
         m->graph_off = 1;
-        return micro_body(m, dscale, loss_acc); /* nothing recorded ran: run it now */
+        graph_drop(m);
+        /* nothing recorded ran: run it now (the hook's work was recorded too) */
+        return micro_body(m, dscale, loss_acc);
     }
-    m->graph = g;
+    g->graph = rec;
     int stale = 0;
-    GML_CHECK(o->graph_launch(m->be, g, &stale));
+    GML_CHECK(o->graph_launch(m->be, rec, &stale));
     return stale ? micro_body(m, dscale, loss_acc) : GML_OK;
 }
 
 gml_status gml_gpt_train_micro(gml_gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T, float dscale,
                                float *loss_acc) {
+    m->replayed = 0;
     if (!targets || dscale == 0.0f)
         return gml_error_set(GML_ERR_INVALID_ARG, "a training micro-step needs targets and dscale != 0");
     GML_CHECK(stage_inputs(m, inputs, targets, B, T, dscale));
     const struct gml_backend_i *o = m->be->iface;
-    int can = o->graph_begin && !m->graph_off && !gml_gpt_has_hooks(m) && !m->dropout_on;
+    int can = o->graph_begin && !m->graph_off && !m->has_prov && !m->dropout_on &&
+              (!m->ready_fn || m->ready_recordable);
     if (!can) {
         graph_drop(m);
         return micro_body(m, dscale, loss_acc);
     }
-    int same = m->graph_seen && m->graph_B == B && m->graph_T == T && m->graph_dscale == dscale &&
-               m->graph_acc == loss_acc;
-    if (!same) graph_drop(m);
-    if (m->graph) {
+    micro_graph *g = &m->graphs[m->ready_fn != NULL];
+    int same = g->seen && g->B == B && g->T == T && g->dscale == dscale && g->acc == loss_acc && g->fn == m->ready_fn &&
+               g->ctx == m->ready_ctx;
+    if (!same) graph_drop_slot(m, g);
+    if (g->graph) {
         int stale = 0;
-        GML_CHECK(o->graph_launch(m->be, m->graph, &stale));
+        GML_CHECK(o->graph_launch(m->be, g->graph, &stale));
         if (!stale) {
             m->has_grad_logits = 0;
+            m->replayed = 1;
             return GML_OK;
         }
         graph_drop(m); /* scratch moved: run once unrecorded, record next time */
         same = 0;
     }
-    if (same) return graph_record(m, dscale, loss_acc);
+    if (same) return graph_record(m, g, dscale, loss_acc);
     /* first time with these arguments: run unrecorded, so every lazily
      * allocated workspace exists before a recording */
-    m->graph_seen = 1, m->graph_B = B, m->graph_T = T, m->graph_dscale = dscale, m->graph_acc = loss_acc;
+    *g = (micro_graph){NULL, 1, B, T, dscale, loss_acc, m->ready_fn, m->ready_ctx};
     return micro_body(m, dscale, loss_acc);
 }
+
+int gml_gpt_micro_replayed(const gml_gpt *m) { return m->replayed; }
 
 gml_status gml_gpt_loss_accumulate(gml_gpt *m, float *acc_dev) {
     return m->be->iface->sum_accumulate(m->be, acc_dev, m->losses, (size_t)m->B * (size_t)m->T);

@@ -111,9 +111,16 @@ void gml_gpt_set_dropout_key(gml_gpt *m, uint64_t key, uint64_t first_row);
  * the flat range [lo, hi) of that layer's parameters, whose gradients are
  * then final for this backward (the tied wte belongs to the embedding, the
  * last layer). The data-parallel reducer starts its all-reduces from here
- * while earlier layers still compute. fn NULL: no hook. */
+ * while earlier layers still compute. fn NULL: no hook.
+ * recordable: the hook promises that what it does is device work queued
+ * on the backend's stream or on streams it joins back into that stream
+ * before the last call of a backward returns, and that it does the same
+ * thing each time it is called with the same ranges; then
+ * gml_gpt_train_micro may record a micro-step with the hook's work in it
+ * and replay it later without calling the hook
+ * (gml_gpt_micro_replayed says when). */
 typedef gml_status (*gml_grads_ready_fn)(void *ctx, size_t lo, size_t hi);
-void gml_gpt_set_grads_ready_hook(gml_gpt *m, gml_grads_ready_fn fn, void *ctx);
+void gml_gpt_set_grads_ready_hook(gml_gpt *m, gml_grads_ready_fn fn, void *ctx, int recordable);
 
 /* Backward of the last forward; gradients ACCUMULATE into the fp32 grads. */
 gml_status gml_gpt_backward(gml_gpt *m);
@@ -121,12 +128,17 @@ gml_status gml_gpt_zero_grads(gml_gpt *m);
 /* One training micro-step: gml_gpt_forward (targets and dscale != 0), then
  * gml_gpt_loss_accumulate(loss_acc), then gml_gpt_backward, with the same
  * results. Where the backend can record launches (CUDA graphs) and the model
- * runs without a grads-ready hook and without dropout, the second call with
- * the same (B, T, dscale, loss_acc) records the device work and later calls
- * replay it as one launch (the host still checks and uploads the tokens).
- * GML_CUDA_GRAPHS=0 in the environment turns recording off. */
+ * runs without a parameter provider, without dropout and without a hook or
+ * with a recordable one, the second call with the same (B, T, dscale,
+ * loss_acc, hook) records the device work and later calls replay it as one
+ * launch (the host still checks and uploads the tokens). Two recordings are
+ * kept: one without a hook and one with. GML_CUDA_GRAPHS=0 in the
+ * environment turns recording off. */
 gml_status gml_gpt_train_micro(gml_gpt *m, const int32_t *inputs, const int32_t *targets, int B, int T, float dscale,
                                float *loss_acc);
+/* 1 if the last gml_gpt_train_micro replayed a recording (its grads-ready
+ * hook was not called: the recorded hook work ran instead). */
+int gml_gpt_micro_replayed(const gml_gpt *m);
 /* Device scalar += sum of the last forward's per-token losses. */
 gml_status gml_gpt_loss_accumulate(gml_gpt *m, float *acc_dev);
 /* Host copy of the logits of row (b, t) of the last forward without dscale:

@@ -11,9 +11,12 @@ struct gml_dp_reducer {
     int nb;              /* buckets; bucket k = [max(0, n - (k+1) B), n - k B) */
     int started;         /* buckets 0..started-1 are in flight */
     int overlapped;      /* of those, started from the hook */
+    int recorded_overlapped; /* overlapped of the last backward that called the hook (for replays) */
     size_t ready_lo;     /* [ready_lo, n) is final */
     gml_comm_req **reqs; /* (nb) */
 };
+
+static gml_status wait_started(gml_dp_reducer *r);
 
 gml_status gml_dp_reducer_create(gml_comm *c, float *grads, size_t n, size_t bucket_elems, gml_dp_reducer **out) {
     *out = NULL;
@@ -36,7 +39,7 @@ gml_status gml_dp_reducer_create(gml_comm *c, float *grads, size_t n, size_t buc
 
 void gml_dp_reducer_destroy(gml_dp_reducer *r) {
     if (!r) return;
-    for (int k = 0; k < r->started; k++) gml_comm_wait(&r->reqs[k]);
+    (void)wait_started(r);
     free(r->reqs);
     free(r);
 }
@@ -63,24 +66,44 @@ static gml_status start_down_to(gml_dp_reducer *r, size_t limit) {
     return GML_OK;
 }
 
+/* Wait for every started bucket (on GPUs the compute stream waits; the
+ * host does not block); keep the first error. */
+static gml_status wait_started(gml_dp_reducer *r) {
+    gml_status st = GML_OK;
+    for (int k = 0; k < r->started; k++) {
+        gml_status w = gml_comm_wait(&r->reqs[k]); /* NULL (already waited): a no-op */
+        if (st == GML_OK) st = w;
+    }
+    return st;
+}
+
 gml_status gml_dp_reducer_ready(void *ctx, size_t lo, size_t hi) {
     gml_dp_reducer *r = ctx;
     (void)hi;
-    if (gml_comm_size(r->c) == 1) return GML_OK;
+    if (r->ready_lo < r->n && lo >= r->ready_lo) { /* a new backward (a failed recording is run again) */
+        (void)wait_started(r);
+        gml_dp_reducer_begin(r);
+    }
     if (lo < r->ready_lo) r->ready_lo = lo;
     int before = r->started;
     GML_CHECK(start_down_to(r, r->ready_lo));
-    r->overlapped += r->started - before;
-    return GML_OK;
+    if (r->ready_lo > 0) r->overlapped += r->started - before; /* lo 0: the backward is done */
+    /* all started: join them now, inside the backward, so that a recording
+     * of it is complete (gml_dp_reducer_finish then has nothing left) */
+    return r->started == r->nb && r->nb > 0 ? wait_started(r) : GML_OK;
+}
+
+void gml_dp_reducer_replayed(gml_dp_reducer *r) {
+    r->started = r->nb; /* the replay ran (and joined) them all; no requests here */
+    r->ready_lo = 0;
+    r->overlapped = r->recorded_overlapped;
 }
 
 gml_status gml_dp_reducer_finish(gml_dp_reducer *r) {
-    if (gml_comm_size(r->c) == 1) return GML_OK;
     gml_status st = start_down_to(r, 0);
-    for (int k = 0; k < r->started; k++) { /* wait for all that started; keep the first error */
-        gml_status w = gml_comm_wait(&r->reqs[k]);
-        if (st == GML_OK) st = w;
-    }
+    gml_status w = wait_started(r);
+    if (st == GML_OK) st = w;
+    if (r->ready_lo == 0 && r->overlapped) r->recorded_overlapped = r->overlapped;
     r->started = 0;
     r->ready_lo = r->n;
     return st;

@@ -34,11 +34,20 @@ void gml_dp_reducer_destroy(gml_dp_reducer *r);
 /* A new backward: nothing started, nothing ready. */
 void gml_dp_reducer_begin(gml_dp_reducer *r);
 /* gml_grads_ready_fn: [lo, hi) is final; starts every bucket that now lies
- * wholly in the final suffix. ctx is the reducer. */
+ * wholly in the final suffix, and once all have started, makes the backend's
+ * stream wait for all of them (GPUs; CPU ranks block): so the hook is
+ * recordable (core/gpt.h) and a recorded backward contains the whole
+ * reduction. A call with a range at or above the final suffix so far begins
+ * a new backward. ctx is the reducer. Works for any group size (a caller
+ * with one rank need not hook it). */
 gml_status gml_dp_reducer_ready(void *ctx, size_t lo, size_t hi);
-/* Start the remaining buckets and wait for all (a no-op for one rank). */
+/* The last backward was a replay of a recording made with this reducer
+ * hooked in: its reductions ran inside the replay (the hook was not called). */
+void gml_dp_reducer_replayed(gml_dp_reducer *r);
+/* Start the remaining buckets and wait for all. */
 gml_status gml_dp_reducer_finish(gml_dp_reducer *r);
-/* Buckets started before finish() in the last backward (for reports). */
+/* Buckets started before the backward's end in the last backward (for
+ * reports; after a replay, those of the recording). */
 int gml_dp_reducer_overlapped(const gml_dp_reducer *r);
 
 #ifdef __cplusplus

@@ -388,10 +388,17 @@ gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
         GML_CHECK(gml_comm_reduce_scatter_sum_f32(z->dev, gml_gpt_grads(z->model), z->gshard, z->S, NULL));
         g = z->gshard;
     } else {
-        if (!z->attached) gml_dp_reducer_begin(z->red);
-        gml_gpt_set_grads_ready_hook(z->model, NULL, NULL);
-        z->attached = 0;
-        GML_CHECK(gml_dp_reducer_finish(z->red));
+        if (z->size > 1) {
+            if (!z->attached) gml_dp_reducer_begin(z->red);
+            int replayed = z->attached && gml_gpt_micro_replayed(z->model);
+            gml_gpt_set_grads_ready_hook(z->model, NULL, NULL, 0);
+            z->attached = 0;
+            if (replayed) { /* the recorded backward ran the reductions; the host still watches them */
+                gml_dp_reducer_replayed(z->red);
+                GML_CHECK(gml_comm_watch(z->dev, "allreduce (recorded micro-step)"));
+            }
+            GML_CHECK(gml_dp_reducer_finish(z->red));
+        }
         g = gml_gpt_grads(z->model) + z->lo;
     }
     double sumsq = 0.0;
@@ -422,7 +429,7 @@ gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
 void gml_zero_before_last_backward(gml_zero *z) {
     if (!z->red || z->size == 1) return;
     gml_dp_reducer_begin(z->red);
-    gml_gpt_set_grads_ready_hook(z->model, gml_dp_reducer_ready, z->red);
+    gml_gpt_set_grads_ready_hook(z->model, gml_dp_reducer_ready, z->red, 1);
     z->attached = 1;
 }
 

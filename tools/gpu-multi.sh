@@ -47,6 +47,8 @@ for n in $(seq 1 $N); do for z in 0 1 2 3; do
   scale $n $z default ""
 done; done
 # what the overlap of ZeRO-0's bucketed all-reduce with backward depends on
+scale $N 0 graphs-off "" GML_CUDA_GRAPHS=0
+scale $N 1 graphs-off "" GML_CUDA_GRAPHS=0
 scale $N 0 comm-stream-normal-priority "" GML_NCCL_STREAM_PRIORITY=0
 scale $N 0 nccl-4-channels "" NCCL_MAX_NCHANNELS=4
 scale $N 0 nccl-8-channels "" NCCL_MAX_NCHANNELS=8

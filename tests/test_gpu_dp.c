@@ -1,0 +1,149 @@
+/* test_gpu_dp.c — the dp reducer inside a recorded micro-step, on one GPU.
+ * The bucketed all-reduce (parallel/dp.h), hooked into a training
+ * micro-step on a one-rank NCCL group, is recorded into the micro-step's
+ * CUDA graph and replayed: from the third micro-step on the hook is no
+ * longer called (the replay runs the recorded collectives), and the losses
+ * and final weights equal those of a run without the reducer bit for bit (a
+ * one-rank sum is the identity, so any difference would be the
+ * recording's). Every dp > 1 GPU run takes this path; test_gpu_multi checks
+ * it across GPUs. Skipped (exit 77) without a CUDA device. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "comm/comm.h"
+#include "core/backend.h"
+#include "core/gpt.h"
+#include "core/optim.h"
+#include "core/rng.h"
+#include "parallel/dp.h"
+
+/* ------------------------------------------------------------------ */
+/* one GPU: the reducer recorded into the micro-step's graph */
+
+static const gml_gpt_config CFG = {.n_layer = 2, .n_head = 4, .n_embd = 64, .block_size = 64, .vocab_size = 50,
+                                   .padded_vocab_size = 64, .init_std = 0.02f};
+enum { B = 8, T = 64, MICRO_STEPS = 6 };
+
+typedef struct {
+    gml_dp_reducer *red;
+    int calls;
+} counting_hook;
+
+static gml_status count_ready(void *ctx, size_t lo, size_t hi) {
+    counting_hook *h = ctx;
+    h->calls++;
+    return gml_dp_reducer_ready(h->red, lo, hi);
+}
+
+/* MICRO_STEPS AdamW steps; with dev, the reducer on it hooked into every
+ * micro-step (what parallel/zero.c does for the last micro-step of a step).
+ * hook_calls[s]: the hook's calls during step s; replayed[s]. */
+static void run_steps(gml_comm *dev_group, double *losses, float **params, int *hook_calls, int *replayed) {
+    gml_backend *be;
+    gml_gpt *m;
+    gml_adamw *opt;
+    assert_int_equal(gml_backend_create("cuda", 0, &be), GML_OK);
+    gml_comm *dev = NULL;
+    if (dev_group) assert_int_equal(gml_comm_device_group(dev_group, be, &dev), GML_OK);
+    assert_int_equal(gml_gpt_create(be, &CFG, B, T, 0, &m), GML_OK);
+    assert_int_equal(gml_gpt_init_weights(m, 1), GML_OK);
+    gml_adamw_config oc = {0.9, 0.95, 1e-8, 0.1, 1.0};
+    assert_int_equal(gml_adamw_create(m, &oc, &opt), GML_OK);
+    counting_hook h = {NULL, 0};
+    /* 4096-element buckets: dozens per backward, most started mid-backward */
+    if (dev) assert_int_equal(gml_dp_reducer_create(dev, gml_gpt_grads(m), gml_gpt_num_params(m), 4096, &h.red), GML_OK);
+    float *acc;
+    assert_int_equal(be->iface->alloc(be, (void **)&acc, 4), GML_OK);
+    gml_rng r;
+    gml_rng_init(&r, 7, 1);
+    int32_t in[B * T], tg[B * T];
+    for (int s = 0; s < MICRO_STEPS; s++) {
+        for (int i = 0; i < B * T; i++) {
+            in[i] = (int32_t)gml_rng_below(&r, CFG.vocab_size);
+            tg[i] = (in[i] * 3 + 1) % CFG.vocab_size;
+        }
+        assert_int_equal(gml_gpt_zero_grads(m), GML_OK);
+        assert_int_equal(be->iface->memset_zero(be, acc, 4), GML_OK);
+        int before = h.calls;
+        if (h.red) {
+            gml_dp_reducer_begin(h.red);
+            gml_gpt_set_grads_ready_hook(m, count_ready, &h, 1);
+        }
+        assert_int_equal(gml_gpt_train_micro(m, in, tg, B, T, 1.0f / (B * T), acc), GML_OK);
+        if (h.red) {
+            replayed[s] = gml_gpt_micro_replayed(m);
+            gml_gpt_set_grads_ready_hook(m, NULL, NULL, 0);
+            if (replayed[s]) {
+                gml_dp_reducer_replayed(h.red);
+                assert_int_equal(gml_comm_watch(dev, "allreduce (recorded micro-step)"), GML_OK);
+            }
+            assert_int_equal(gml_dp_reducer_finish(h.red), GML_OK);
+            hook_calls[s] = h.calls - before;
+        }
+        assert_int_equal(gml_adamw_step(opt, 3e-3, NULL), GML_OK);
+        float l;
+        assert_int_equal(be->iface->download_f32(be, &l, acc, GML_DTYPE_F32, 1), GML_OK);
+        losses[s] = l / (B * T);
+    }
+    *params = malloc(gml_gpt_num_params(m) * sizeof **params);
+    assert_non_null(*params);
+    assert_int_equal(gml_gpt_get_params_host(m, *params), GML_OK);
+    be->iface->free(be, acc);
+    gml_dp_reducer_destroy(h.red);
+    gml_adamw_destroy(opt);
+    gml_gpt_destroy(m);
+    gml_comm_destroy(dev);
+    gml_backend_destroy(be);
+}
+
+static void test_reducer_recorded_in_graph(void **state) {
+    (void)state;
+    gml_comm *world;
+    assert_int_equal(gml_comm_init(NULL, NULL, NULL, NULL), GML_OK);
+    assert_int_equal(gml_comm_world(&world), GML_OK);
+    assert_int_equal(gml_comm_size(world), 1);
+    double la[MICRO_STEPS], lb[MICRO_STEPS];
+    float *pa, *pb;
+    int calls[MICRO_STEPS], replayed[MICRO_STEPS];
+    run_steps(NULL, la, &pa, NULL, NULL);
+    run_steps(world, lb, &pb, calls, replayed);
+    for (int s = 0; s < MICRO_STEPS; s++) {
+        printf("micro-step %d: loss %.6f / %.6f, hook calls %d, replayed %d\n", s + 1, la[s], lb[s], calls[s],
+               replayed[s]);
+        assert_memory_equal(&la[s], &lb[s], sizeof la[s]);
+        /* run, then record (the hook runs while recording), then replay */
+        assert_int_equal(replayed[s], s >= 2);
+        assert_int_equal(calls[s], s >= 2 ? 0 : CFG.n_layer + 2); /* embedding, blocks, head */
+    }
+    gml_backend *be;
+    gml_gpt *m;
+    assert_int_equal(gml_backend_create("cpu", 0, &be), GML_OK);
+    assert_int_equal(gml_gpt_create(be, &CFG, 1, 1, 0, &m), GML_OK);
+    size_t n = gml_gpt_num_params(m);
+    gml_gpt_destroy(m);
+    gml_backend_destroy(be);
+    assert_memory_equal(pa, pb, n * sizeof *pa);
+    printf("reducer recorded in the micro-step's graph: %d losses and %zu weights identical to a run without it\n",
+           MICRO_STEPS, n);
+    free(pa);
+    free(pb);
+    gml_comm_destroy(world);
+}
+
+int main(void) {
+    if (gml_backend_cuda_device_count() == 0) {
+        printf("SKIP: no CUDA device\n");
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_reducer_recorded_in_graph)};
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    gml_comm_finalize();
+    return failed;
+}
