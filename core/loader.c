@@ -4,6 +4,7 @@
 #include "core/loader.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/rng.h"
 
@@ -21,6 +22,11 @@ struct gml_loader {
     uint32_t *perm; /* (n windows of perm_epoch) window ids; NULL when not shuffling */
     size_t perm_cap;
     int32_t *window; /* (T+1) tokens */
+    /* gml_loader_prefetch: the batch at (epoch, index), read ahead; the
+     * position after it */
+    int32_t *ahead_in, *ahead_tg; /* (B,T) each */
+    int ahead;
+    uint64_t ahead_epoch, ahead_index;
 };
 
 /* Offset of the first window of `epoch` and the rng positioned after it. */
@@ -125,9 +131,11 @@ gml_status gml_loader_create(gml_dataset *ds, gml_split split, int B, int T, uin
     return GML_OK;
 }
 
-gml_status gml_loader_next(gml_loader *ld, int32_t *inputs, int32_t *targets) {
+/* This rank's batch of the global step at (*epoch, *index); moves the
+ * position past the whole global step (all ranks). */
+static gml_status read_batch(gml_loader *ld, uint64_t *epoch, uint64_t *index, int32_t *inputs, int32_t *targets) {
     const int B = ld->B, T = ld->T;
-    uint64_t e = ld->epoch, i = ld->index;
+    uint64_t e = *epoch, i = *index;
     GML_CHECK(advance(ld, &e, &i, (uint64_t)ld->rank * (uint64_t)B)); /* skip lower ranks' sequences */
     for (int b = 0; b < B; b++) {
         if (b > 0) GML_CHECK(advance(ld, &e, &i, 1));
@@ -140,11 +148,39 @@ gml_status gml_loader_next(gml_loader *ld, int32_t *inputs, int32_t *targets) {
             targets[(size_t)b * T + t] = ld->window[t + 1];
         }
     }
-    /* The whole global step (all ranks) is consumed. */
-    uint64_t ne = ld->epoch, ni = ld->index;
-    GML_CHECK(advance(ld, &ne, &ni, (uint64_t)B * (uint64_t)ld->world));
-    ld->epoch = ne;
-    ld->index = ni;
+    return advance(ld, epoch, index, (uint64_t)B * (uint64_t)ld->world);
+}
+
+gml_status gml_loader_next(gml_loader *ld, int32_t *inputs, int32_t *targets) {
+    if (ld->ahead) {
+        size_t n = (size_t)ld->B * (size_t)ld->T;
+        memcpy(inputs, ld->ahead_in, n * sizeof *inputs);
+        memcpy(targets, ld->ahead_tg, n * sizeof *targets);
+        ld->ahead = 0;
+        ld->epoch = ld->ahead_epoch;
+        ld->index = ld->ahead_index;
+        return GML_OK;
+    }
+    uint64_t e = ld->epoch, i = ld->index;
+    GML_CHECK(read_batch(ld, &e, &i, inputs, targets));
+    ld->epoch = e;
+    ld->index = i;
+    return GML_OK;
+}
+
+gml_status gml_loader_prefetch(gml_loader *ld) {
+    if (ld->ahead) return GML_OK;
+    if (!ld->ahead_in) {
+        size_t n = (size_t)ld->B * (size_t)ld->T;
+        ld->ahead_in = malloc(n * sizeof *ld->ahead_in);
+        ld->ahead_tg = malloc(n * sizeof *ld->ahead_tg);
+        if (!ld->ahead_in || !ld->ahead_tg) return gml_error_set(GML_ERR_NOMEM, "data loader: out of host memory");
+    }
+    uint64_t e = ld->epoch, i = ld->index;
+    GML_CHECK(read_batch(ld, &e, &i, ld->ahead_in, ld->ahead_tg));
+    ld->ahead_epoch = e;
+    ld->ahead_index = i;
+    ld->ahead = 1;
     return GML_OK;
 }
 
@@ -167,6 +203,7 @@ gml_status gml_loader_seek(gml_loader *ld, uint64_t epoch, uint64_t index) {
     }
     ld->epoch = epoch;
     ld->index = index;
+    ld->ahead = 0;
     return GML_OK;
 }
 
@@ -176,5 +213,7 @@ void gml_loader_destroy(gml_loader *ld) {
     if (!ld) return;
     free(ld->perm);
     free(ld->window);
+    free(ld->ahead_in);
+    free(ld->ahead_tg);
     free(ld);
 }

@@ -15,11 +15,17 @@
  * Position. (epoch, index) names the next global sequence, the same on every
  * rank; seek(epoch, index) then next() returns exactly what an uninterrupted
  * loader would have (resume, also after a change of world size).
- * Not for: tokenization, the file format, prefetching on another thread.
+ * Read-ahead. gml_loader_prefetch reads the batch the next call of next()
+ * returns, on the calling thread: the trainer calls it right after queueing a
+ * micro-step on the GPU, so the file reads overlap the GPU's work instead of
+ * leaving it idle between steps; next() then only copies. The position is
+ * not moved by a read-ahead (a checkpoint saves the batch as not yet used);
+ * seek and reset drop it.
+ * Not for: tokenization, the file format, reading on another thread.
  *
  * Ownership: the loader borrows `ds` (must outlive it); free the loader with
  * gml_loader_destroy. Memory: one uint32 per window of the split (the
- * permutation) plus one window.
+ * permutation), one window, and (after the first read-ahead) one batch.
  */
 #ifndef GML_LOADER_H
 #define GML_LOADER_H
@@ -48,6 +54,9 @@ gml_status gml_loader_create(gml_dataset *ds, gml_split split, int B, int T, uin
 
 /* Fills this rank's next batch and advances the position by B*world. */
 gml_status gml_loader_next(gml_loader *ld, int32_t *inputs /* (B,T) */, int32_t *targets /* (B,T) */);
+
+/* Read the next batch ahead (see above); a no-op when it already is. */
+gml_status gml_loader_prefetch(gml_loader *ld);
 
 /* index: the next global sequence within `epoch` (always < that epoch's
  * number of windows). */

@@ -220,6 +220,7 @@ static gml_status train_loop(trainer *t) {
                                     (uint64_t)t->mesh->dp_rank * (uint64_t)t->B);
             if (micro == accum - 1) gml_zero_before_last_backward(t->opt); /* overlap the reduction */
             GML_CHECK(gml_gpt_train_micro(t->model, t->inputs, t->targets, t->B, t->T, dscale, t->loss_acc));
+            GML_CHECK(gml_loader_prefetch(t->train)); /* the next micro-batch, while the GPU computes this one */
         }
         double lr = gml_lr_at(&sched, step), norm = 0.0;
         GML_CHECK(gml_zero_step(t->opt, lr, &norm)); /* reduce over dp, clip, update, gather */

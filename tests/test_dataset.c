@@ -603,6 +603,32 @@ static void test_loader_resume(void **state) {
         }
         gml_loader_destroy(b);
     }
+    /* read-ahead (the trainer's gml_loader_prefetch after each micro-step):
+     * the same batches, and the position still names the batch not yet
+     * returned, across epoch boundaries (a checkpoint saves that) */
+    {
+        gml_loader *c = NULL;
+        assert_int_equal(gml_loader_create(ds, GML_SPLIT_TRAIN, B, T, 5, 1, 0, 1, &c), GML_OK);
+        for (int s = 0; s < steps; s++) {
+            uint64_t e, i;
+            assert_int_equal(gml_loader_next(c, bin, btg), GML_OK);
+            assert_memory_equal(bin, in + s * step, step * 4);
+            assert_memory_equal(btg, tg + s * step, step * 4);
+            assert_int_equal(gml_loader_prefetch(c), GML_OK);
+            assert_int_equal(gml_loader_prefetch(c), GML_OK); /* twice: still one batch ahead */
+            gml_loader_position(c, &e, &i);
+            if (s + 1 < steps) {
+                assert_int_equal(e, pe[s + 1]);
+                assert_int_equal(i, pi[s + 1]);
+            }
+        }
+        /* a seek drops what was read ahead */
+        assert_int_equal(gml_loader_prefetch(c), GML_OK);
+        assert_int_equal(gml_loader_seek(c, pe[17], pi[17]), GML_OK);
+        assert_int_equal(gml_loader_next(c, bin, btg), GML_OK);
+        assert_memory_equal(bin, in + 17 * step, step * 4);
+        gml_loader_destroy(c);
+    }
     /* reset goes back to the start */
     assert_int_equal(gml_loader_reset(a), GML_OK);
     assert_int_equal(gml_loader_next(a, bin, btg), GML_OK);
