@@ -249,15 +249,22 @@ static void test_cast(void **state) {
     free(z);
 }
 
-static void test_encoder(void **state) {
-    (void)state;
-    rng_seed(3);
-    const int B = 2, T = 37, C = 64, V = 1000, Vp = 1024, maxT = 64;
+/* skewed: a few tokens take most positions (like the space of
+ * character-level text), so runs of equal tokens cross the GPU backward's
+ * cells of 32 sorted positions, some many of them. */
+static void run_encoder(int B, int T, int C, int skewed) {
+    const int V = 1000, Vp = 1024, maxT = 320;
     const size_t N = (size_t)B * T;
-    int32_t tok[2 * 37];
-    for (size_t i = 0; i < N; i++)
+    int32_t *tok = malloc(N * sizeof *tok);
+    assert_non_null(tok);
+    for (size_t i = 0; i < N; i++) {
+        uint32_t u = rng_u32() % 100;
         tok[i] = (int32_t)(rng_u32() % V);
-    tok[5] = tok[9] = tok[40] = 17; /* repeated tokens: dwte rows get several adds */
+        if (skewed && u < 40) tok[i] = 7;       /* ~40%: a run over dozens of cells */
+        else if (skewed && u < 50) tok[i] = 0;  /* ~10% */
+        else if (skewed && u < 53) tok[i] = V - 1;
+    }
+    tok[N / 3] = tok[N / 2] = tok[N - 2] = 17; /* repeated tokens: dwte rows get several adds */
     tok[N - 1] = V - 1;
     float *wte_h = rand_bf16((size_t)Vp * C, -1.0f, 1.0f);
     float *wpe_h = rand_bf16((size_t)maxT * C, -1.0f, 1.0f);
@@ -267,19 +274,30 @@ static void test_encoder(void **state) {
     pair tokens = pair_i32(tok, N);
     pair wte = pair_from(wte_h, (size_t)Vp * C, 1), wpe = pair_from(wpe_h, (size_t)maxT * C, 1);
     pair out = pair_poison(N * C, 1);
+    char what[96];
     OK(g_cpu->iface->encoder_forward(g_cpu, out.cpu, tokens.cpu, wte.cpu, wpe.cpu, B, T, C));
     OK(g_gpu->iface->encoder_forward(g_gpu, out.gpu, tokens.gpu, wte.gpu, wpe.gpu, B, T, C));
-    compare("encoder_forward out", &out, TOL_BF16_OUT);
+    snprintf(what, sizeof what, "encoder_forward out B=%d T=%d C=%d%s", B, T, C, skewed ? " skewed" : "");
+    compare(what, &out, TOL_BF16_OUT);
 
     pair dout = pair_from(dout_h, N * C, 1);
     pair dwte = pair_from(dwte_h, (size_t)Vp * C, 0), dwpe = pair_from(dwpe_h, (size_t)maxT * C, 0);
     OK(g_cpu->iface->encoder_backward(g_cpu, dwte.cpu, dwpe.cpu, dout.cpu, tokens.cpu, B, T, C));
     OK(g_gpu->iface->encoder_backward(g_gpu, dwte.gpu, dwpe.gpu, dout.gpu, tokens.gpu, B, T, C));
-    compare("encoder_backward dwte (+=)", &dwte, TOL_F32_FROM_BF16);
-    compare("encoder_backward dwpe (+=)", &dwpe, TOL_F32_FROM_BF16);
+    snprintf(what, sizeof what, "encoder_backward dwte (+=) B=%d T=%d C=%d%s", B, T, C, skewed ? " skewed" : "");
+    compare(what, &dwte, TOL_F32_FROM_BF16);
+    snprintf(what, sizeof what, "encoder_backward dwpe (+=) B=%d T=%d C=%d%s", B, T, C, skewed ? " skewed" : "");
+    compare(what, &dwpe, TOL_F32_FROM_BF16);
     pair_free(&tokens), pair_free(&wte), pair_free(&wpe), pair_free(&out), pair_free(&dout);
     pair_free(&dwte), pair_free(&dwpe);
-    free(wte_h), free(wpe_h), free(dout_h), free(dwte_h), free(dwpe_h);
+    free(wte_h), free(wpe_h), free(dout_h), free(dwte_h), free(dwpe_h), free(tok);
+}
+
+static void test_encoder(void **state) {
+    (void)state;
+    rng_seed(3);
+    run_encoder(2, 37, 64, 0);
+    run_encoder(4, 300, 100, 1);
 }
 
 static void run_layernorm(int N, int C) {
