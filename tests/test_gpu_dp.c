@@ -29,7 +29,7 @@
 
 static const gml_gpt_config CFG = {.n_layer = 2, .n_head = 4, .n_embd = 64, .block_size = 64, .vocab_size = 50,
                                    .padded_vocab_size = 64, .init_std = 0.02f};
-enum { B = 8, T = 64, MICRO_STEPS = 6 };
+enum { B = 8, T = 64, MICRO_STEPS = 6 }; /* MICRO_STEPS: optimizer steps */
 
 typedef struct {
     gml_dp_reducer *red;
@@ -42,10 +42,13 @@ static gml_status count_ready(void *ctx, size_t lo, size_t hi) {
     return gml_dp_reducer_ready(h->red, lo, hi);
 }
 
-/* MICRO_STEPS AdamW steps; with dev, the reducer on it hooked into every
- * micro-step (what parallel/zero.c does for the last micro-step of a step).
- * hook_calls[s]: the hook's calls during step s; replayed[s]. */
-static void run_steps(gml_comm *dev_group, double *losses, float **params, int *hook_calls, int *replayed) {
+/* MICRO_STEPS AdamW steps of `accum` micro-steps each; with dev_group, the
+ * reducer on it hooked into the last micro-step of each step (what
+ * parallel/zero.c does), so with accum 2 the model alternates between its
+ * recording without a hook and the one with it. hook_calls[s]: the hook's
+ * calls during step s; replayed[s]: the last micro-step was a replay. */
+static void run_steps(gml_comm *dev_group, int accum, double *losses, float **params, int *hook_calls,
+                      int *replayed) {
     gml_backend *be;
     gml_gpt *m;
     gml_adamw *opt;
@@ -65,18 +68,20 @@ static void run_steps(gml_comm *dev_group, double *losses, float **params, int *
     gml_rng_init(&r, 7, 1);
     int32_t in[B * T], tg[B * T];
     for (int s = 0; s < MICRO_STEPS; s++) {
-        for (int i = 0; i < B * T; i++) {
-            in[i] = (int32_t)gml_rng_below(&r, CFG.vocab_size);
-            tg[i] = (in[i] * 3 + 1) % CFG.vocab_size;
-        }
         assert_int_equal(gml_gpt_zero_grads(m), GML_OK);
         assert_int_equal(be->iface->memset_zero(be, acc, 4), GML_OK);
         int before = h.calls;
-        if (h.red) {
-            gml_dp_reducer_begin(h.red);
-            gml_gpt_set_grads_ready_hook(m, count_ready, &h, 1);
+        for (int micro = 0; micro < accum; micro++) {
+            for (int i = 0; i < B * T; i++) {
+                in[i] = (int32_t)gml_rng_below(&r, CFG.vocab_size);
+                tg[i] = (in[i] * 3 + 1) % CFG.vocab_size;
+            }
+            if (h.red && micro == accum - 1) {
+                gml_dp_reducer_begin(h.red);
+                gml_gpt_set_grads_ready_hook(m, count_ready, &h, 1);
+            }
+            assert_int_equal(gml_gpt_train_micro(m, in, tg, B, T, 1.0f / (B * T * accum), acc), GML_OK);
         }
-        assert_int_equal(gml_gpt_train_micro(m, in, tg, B, T, 1.0f / (B * T), acc), GML_OK);
         if (h.red) {
             replayed[s] = gml_gpt_micro_replayed(m);
             gml_gpt_set_grads_ready_hook(m, NULL, NULL, 0);
@@ -90,7 +95,7 @@ static void run_steps(gml_comm *dev_group, double *losses, float **params, int *
         assert_int_equal(gml_adamw_step(opt, 3e-3, NULL), GML_OK);
         float l;
         assert_int_equal(be->iface->download_f32(be, &l, acc, GML_DTYPE_F32, 1), GML_OK);
-        losses[s] = l / (B * T);
+        losses[s] = l / (B * T * accum);
     }
     *params = malloc(gml_gpt_num_params(m) * sizeof **params);
     assert_non_null(*params);
@@ -103,22 +108,18 @@ static void run_steps(gml_comm *dev_group, double *losses, float **params, int *
     gml_backend_destroy(be);
 }
 
-static void test_reducer_recorded_in_graph(void **state) {
-    (void)state;
-    gml_comm *world;
-    assert_int_equal(gml_comm_init(NULL, NULL, NULL, NULL), GML_OK);
-    assert_int_equal(gml_comm_world(&world), GML_OK);
-    assert_int_equal(gml_comm_size(world), 1);
+static void reducer_recorded(gml_comm *world, int accum) {
     double la[MICRO_STEPS], lb[MICRO_STEPS];
     float *pa, *pb;
     int calls[MICRO_STEPS], replayed[MICRO_STEPS];
-    run_steps(NULL, la, &pa, NULL, NULL);
-    run_steps(world, lb, &pb, calls, replayed);
+    printf("%d micro-step(s) per step\n", accum);
+    run_steps(NULL, accum, la, &pa, NULL, NULL);
+    run_steps(world, accum, lb, &pb, calls, replayed);
     for (int s = 0; s < MICRO_STEPS; s++) {
-        printf("micro-step %d: loss %.6f / %.6f, hook calls %d, replayed %d\n", s + 1, la[s], lb[s], calls[s],
-               replayed[s]);
+        printf("step %d: loss %.6f / %.6f, hook calls %d, replayed %d\n", s + 1, la[s], lb[s], calls[s], replayed[s]);
         assert_memory_equal(&la[s], &lb[s], sizeof la[s]);
-        /* run, then record (the hook runs while recording), then replay */
+        /* the hooked micro-step: run, then recorded (the hook runs while
+         * recording), then replayed */
         assert_int_equal(replayed[s], s >= 2);
         assert_int_equal(calls[s], s >= 2 ? 0 : CFG.n_layer + 2); /* embedding, blocks, head */
     }
@@ -130,10 +131,20 @@ static void test_reducer_recorded_in_graph(void **state) {
     gml_gpt_destroy(m);
     gml_backend_destroy(be);
     assert_memory_equal(pa, pb, n * sizeof *pa);
-    printf("reducer recorded in the micro-step's graph: %d losses and %zu weights identical to a run without it\n",
-           MICRO_STEPS, n);
+    printf("reducer recorded in the micro-step's graph, %d micro-step(s) per step: %d losses and %zu weights "
+           "identical to a run without it\n", accum, MICRO_STEPS, n);
     free(pa);
     free(pb);
+}
+
+static void test_reducer_recorded_in_graph(void **state) {
+    (void)state;
+    gml_comm *world;
+    assert_int_equal(gml_comm_init(NULL, NULL, NULL, NULL), GML_OK);
+    assert_int_equal(gml_comm_world(&world), GML_OK);
+    assert_int_equal(gml_comm_size(world), 1);
+    reducer_recorded(world, 1);
+    reducer_recorded(world, 2); /* gradient accumulation: the recordings without and with the hook alternate */
     gml_comm_destroy(world);
 }
 

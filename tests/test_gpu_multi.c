@@ -11,7 +11,8 @@
  * of two fp32 values does not depend on the order; ZeRO-1/2 gather the bf16
  * compute copy after each step and the fp32 master only for the export),
  * and the recorded micro-steps (CUDA graphs with the NCCL bucket reductions
- * in them) equal GML_CUDA_GRAPHS=0 bit for bit. Skipped (exit 77) with
+ * in them) equal GML_CUDA_GRAPHS=0 bit for bit, also with two micro-steps a
+ * step (one recording without the reducer's hook, one with). Skipped (exit 77) with
  * fewer than 2 GPUs. */
 #include <math.h>
 #include <setjmp.h>
@@ -163,6 +164,11 @@ static void test_two_gpus_stages_and_graphs_bit_identical(void **state) {
     free(w2);
     train_with(2, 0, plainly, "GML_CUDA_GRAPHS=0", "p_z0_plain", plain);
     same_losses(z0, plain, "2 GPUs, zero 0: recorded micro-steps vs GML_CUDA_GRAPHS=0");
+    /* gradient accumulation: micro-steps without and with the reducer's hook */
+    const char *accum = "model.dropout=0 optim.grad_clip=0 train.grad_accum=2";
+    train_with(2, 1, accum, "", "p_z1_acc", z1);
+    train_with(2, 1, accum, "GML_CUDA_GRAPHS=0", "p_z1_acc_plain", plain);
+    same_losses(z1, plain, "2 GPUs, zero 1, 2 micro-steps a step: recorded vs GML_CUDA_GRAPHS=0");
 }
 
 int main(void) {
