@@ -1,6 +1,7 @@
 /* cli_util.h — helpers for tests that drive the gml-dist binary: run a shell
- * command capturing its output, read environment set by CTest, and pull
- * values out of metrics.jsonl. Include after <cmocka.h>. */
+ * command capturing its output, read environment set by CTest, pull values
+ * out of metrics.jsonl, and read the weights files it writes. Include after
+ * <cmocka.h>. */
 #ifndef GML_TEST_CLI_UTIL_H
 #define GML_TEST_CLI_UTIL_H
 
@@ -8,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+
+#include "checkpoint/weights.h"
+#include "core/backend.h"
+#include "core/gpt.h"
 
 /* Run `cmd` with stderr merged into stdout; *out (malloc'd) gets the output
  * when out is not NULL. Returns the exit code (-1 if killed). */
@@ -80,6 +85,25 @@ static inline int cli_write_words(const char *path, int n, unsigned seed) {
         fprintf(f, "%s%s", w[(s >> 9) % 8], (s >> 20) % 7 == 0 ? ".\n" : " ");
     }
     return fclose(f) == 0 ? 0 : -1;
+}
+
+/* The weights of a weights file (checkpoint/weights.h) as host floats, *n
+ * of them (registry order); malloc'd, the caller frees. */
+static inline float *cli_weights_of(const char *path, size_t *n) {
+    gml_backend *be;
+    gml_gpt_config c;
+    gml_gpt *m;
+    assert_int_equal(gml_backend_create("cpu", 0, &be), GML_OK);
+    assert_int_equal(gml_weights_read_config(path, &c), GML_OK);
+    assert_int_equal(gml_gpt_create(be, &c, 1, 1, 0, &m), GML_OK);
+    assert_int_equal(gml_weights_load(m, path), GML_OK);
+    *n = gml_gpt_num_params(m);
+    float *w = malloc(*n * sizeof *w);
+    assert_non_null(w);
+    assert_int_equal(gml_gpt_get_params_host(m, w), GML_OK);
+    gml_gpt_destroy(m);
+    gml_backend_destroy(be);
+    return w;
 }
 
 /* rm -rf of a test's temporary directory; 0 on success. */

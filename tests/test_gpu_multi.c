@@ -22,9 +22,7 @@
 
 #include <cmocka.h>
 
-#include "checkpoint/weights.h"
 #include "core/backend.h"
-#include "core/gpt.h"
 #include "tests/cli_util.h"
 
 #define STEPS    20
@@ -97,20 +95,7 @@ static void same_losses(char (*a)[32], char (*b)[32], const char *what) {
 static float *weights_of(const char *tag, size_t *n) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s/model.h5", dir, tag);
-    gml_gpt_config cfg;
-    assert_int_equal(gml_weights_read_config(path, &cfg), GML_OK);
-    gml_backend *be;
-    gml_gpt *m;
-    assert_int_equal(gml_backend_create("cpu", 0, &be), GML_OK);
-    assert_int_equal(gml_gpt_create(be, &cfg, 1, 1, 0, &m), GML_OK);
-    assert_int_equal(gml_weights_load(m, path), GML_OK);
-    *n = gml_gpt_num_params(m);
-    float *w = malloc(*n * sizeof *w);
-    assert_non_null(w);
-    assert_int_equal(gml_gpt_get_params_host(m, w), GML_OK);
-    gml_gpt_destroy(m);
-    gml_backend_destroy(be);
-    return w;
+    return cli_weights_of(path, n);
 }
 
 static void test_two_gpus_match_one(void **state) {

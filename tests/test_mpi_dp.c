@@ -204,20 +204,7 @@ static void test_dp_matches_one_process(void **state) {
 static float *weights_of(const char *tag, const char *file, size_t *P) {
     char path[256];
     snprintf(path, sizeof path, "%s/out_%s/%s", dir, tag, file);
-    gml_backend *be;
-    gml_gpt_config c;
-    gml_gpt *m;
-    assert_int_equal(gml_backend_create("cpu", 0, &be), GML_OK);
-    assert_int_equal(gml_weights_read_config(path, &c), GML_OK);
-    assert_int_equal(gml_gpt_create(be, &c, 1, 1, 0, &m), GML_OK);
-    assert_int_equal(gml_weights_load(m, path), GML_OK);
-    *P = gml_gpt_num_params(m);
-    float *w = malloc(*P * sizeof *w);
-    assert_non_null(w);
-    assert_int_equal(gml_gpt_get_params_host(m, w), GML_OK);
-    gml_gpt_destroy(m);
-    gml_backend_destroy(be);
-    return w;
+    return cli_weights_of(path, P);
 }
 
 /* ZeRO-3 with 2 micro-steps per step and dropout: one process with batch 6
