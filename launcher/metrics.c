@@ -226,13 +226,13 @@ static void fmt_eta(char *out, size_t cap, double s) {
     else snprintf(out, cap, "%lldd%02lldh", t / 86400, t % 86400 / 3600);
 }
 
-/* 950.0, 362.1k, 1.2M, 3.4G */
+/* 950.0, 362.1k, 1.035M, 3.400G */
 static void fmt_si(char *out, size_t cap, double v) {
     double a = fabs(v);
     if (!isfinite(v) || a < 1e3) snprintf(out, cap, "%.1f", v);
     else if (a < 1e6) snprintf(out, cap, "%.1fk", v / 1e3);
-    else if (a < 1e9) snprintf(out, cap, "%.1fM", v / 1e6);
-    else snprintf(out, cap, "%.1fG", v / 1e9);
+    else if (a < 1e9) snprintf(out, cap, "%.3fM", v / 1e6); /* 1.034M: four digits, like 520.4k */
+    else snprintf(out, cap, "%.3fG", v / 1e9);
 }
 
 /* 45.2 ms below 10 s, else 12.34 s */
