@@ -54,6 +54,7 @@ typedef struct {
     float *acc;
     gml_grads_ready_fn fn;
     void *ctx;
+    gml_encoder_gather_fn gather;
 } micro_graph;
 
 struct gml_gpt {
@@ -112,6 +113,8 @@ struct gml_gpt {
     gml_grads_ready_fn ready_fn; /* see gml_gpt_set_grads_ready_hook */
     void *ready_ctx;
     int ready_recordable;
+    gml_encoder_gather_fn gather_fn; /* see gml_gpt_set_encoder_gather */
+    void *gather_ctx;
     uint32_t drop_threshold;
     float drop_scale;
 
@@ -652,9 +655,18 @@ static gml_status layer_backward(gml_gpt *m, const layer *ly) {
     gml_backend *be = m->be;
     int B = m->B, T = m->T, C = m->cfg.n_embd, N = B * T;
     switch (ly->kind) {
-    case LAYER_EMBED:
+    case LAYER_EMBED: {
         if (m->dropout_on) GML_CHECK(drop(m, m->dresidual, m->dresidual, (size_t)N * C, SITE_EMBED));
-        return o->encoder_backward(be, gp(m, m->i_wte), gp(m, m->i_wpe), m->dresidual, m->tokens, B, T, C);
+        if (!m->gather_fn)
+            return o->encoder_backward(be, gp(m, m->i_wte), gp(m, m->i_wpe), m->dresidual, m->tokens, B, T, C);
+        /* every rank's rows: the scatter of all of them is the sum over ranks */
+        const void *dx_all = NULL;
+        const int32_t *tok_all = NULL;
+        int ways = 0;
+        GML_CHECK(m->gather_fn(m->gather_ctx, m->dresidual, m->tokens, (size_t)N, (size_t)C * m->as, &dx_all,
+                               &tok_all, &ways));
+        return o->encoder_backward(be, gp(m, m->i_wte), gp(m, m->i_wpe), dx_all, tok_all, B * ways, T, C);
+    }
     case LAYER_BLOCK:
         return block_backward(m, ly->block, block_input(m, ly->block));
     case LAYER_HEAD: {
@@ -778,11 +790,16 @@ static gml_status backward_end(gml_gpt *m, int i) {
 }
 
 static gml_status run_backward(gml_gpt *m) {
-    for (int i = m->n_layers - 1; i >= 0; i--) {
+    const int head = m->n_layers - 1;
+    for (int i = head; i >= 0; i--) {
         if (m->has_prov) GML_CHECK(backward_begin(m, i));
         GML_CHECK(layer_backward(m, &m->layers[i]));
         if (m->has_prov) GML_CHECK(backward_end(m, i));
-        if (m->ready_fn) GML_CHECK(m->ready_fn(m->ready_ctx, m->unit_lo[i], m->unit_hi[i]));
+        if (!m->ready_fn || (i == 0 && m->gather_fn)) continue;
+        GML_CHECK(m->ready_fn(m->ready_ctx, m->unit_lo[i], m->unit_hi[i]));
+        /* with the encoder's rows exchanged, unit 0 (wte, wpe) is final for the
+         * hook once the head (the tied wte's other user) is done */
+        if (i == head && m->gather_fn) GML_CHECK(m->ready_fn(m->ready_ctx, m->unit_lo[0], m->unit_hi[0]));
     }
     if (m->has_prov) GML_CHECK(m->prov.grads_finish(m->prov.ctx));
     m->has_grad_logits = 0;
@@ -854,7 +871,7 @@ gml_status gml_gpt_train_micro(gml_gpt *m, const int32_t *inputs, const int32_t 
     }
     micro_graph *g = &m->graphs[m->ready_fn != NULL];
     int same = g->seen && g->B == B && g->T == T && g->dscale == dscale && g->acc == loss_acc && g->fn == m->ready_fn &&
-               g->ctx == m->ready_ctx;
+               g->ctx == m->ready_ctx && g->gather == m->gather_fn;
     if (!same) graph_drop_slot(m, g);
     if (g->graph) {
         int stale = 0;
@@ -870,11 +887,16 @@ gml_status gml_gpt_train_micro(gml_gpt *m, const int32_t *inputs, const int32_t 
     if (same) return graph_record(m, g, dscale, loss_acc);
     /* first time with these arguments: run unrecorded, so every lazily
      * allocated workspace exists before a recording */
-    *g = (micro_graph){NULL, 1, B, T, dscale, loss_acc, m->ready_fn, m->ready_ctx};
+    *g = (micro_graph){NULL, 1, B, T, dscale, loss_acc, m->ready_fn, m->ready_ctx, m->gather_fn};
     return micro_body(m, dscale, loss_acc);
 }
 
 int gml_gpt_micro_replayed(const gml_gpt *m) { return m->replayed; }
+
+void gml_gpt_set_encoder_gather(gml_gpt *m, gml_encoder_gather_fn fn, void *ctx) {
+    m->gather_fn = fn;
+    m->gather_ctx = ctx;
+}
 
 gml_status gml_gpt_loss_accumulate(gml_gpt *m, float *acc_dev) {
     return m->be->iface->sum_accumulate(m->be, acc_dev, m->losses, (size_t)m->B * (size_t)m->T);

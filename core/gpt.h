@@ -122,6 +122,26 @@ void gml_gpt_set_dropout_key(gml_gpt *m, uint64_t key, uint64_t first_row);
 typedef gml_status (*gml_grads_ready_fn)(void *ctx, size_t lo, size_t hi);
 void gml_gpt_set_grads_ready_hook(gml_gpt *m, gml_grads_ready_fn fn, void *ctx, int recordable);
 
+/* The token lookup's gradient exchanged instead of summed (data
+ * parallelism). The embedding's backward scatters rows of dX (the gradient
+ * at its output) into wte and wpe, so summing over ranks the dense 39M-value
+ * wte/wpe gradient can be replaced by gathering every rank's dX rows and
+ * tokens and scattering all of them on every rank. With fn set, a backward
+ * (a) calls the grads-ready hook for unit 0's range right after the head's
+ * call (the head being wte's other user, unit 0 then holds everything but
+ * this backward's token lookup part: the hook reduces that early), and not
+ * again after the embedding; (b) in the embedding's backward calls fn with
+ * this rank's dX (rows of row_bytes, act) and tokens (rows int32), both
+ * device buffers; fn returns the same of all `ways` ranks, concatenated in
+ * rank order (buffers fn owns, valid until the next call; device work on
+ * the backend's stream, ordered after the hook's reduction of unit 0), and
+ * the encoder's backward adds all of them into wte and wpe: the same bits on
+ * every rank. fn NULL: off. Without a grads-ready hook it must be off. */
+typedef gml_status (*gml_encoder_gather_fn)(void *ctx, const void *dx, const int32_t *tokens, size_t rows,
+                                            size_t row_bytes, const void **dx_all, const int32_t **tokens_all,
+                                            int *ways);
+void gml_gpt_set_encoder_gather(gml_gpt *m, gml_encoder_gather_fn fn, void *ctx);
+
 /* Backward of the last forward; gradients ACCUMULATE into the fp32 grads. */
 gml_status gml_gpt_backward(gml_gpt *m);
 gml_status gml_gpt_zero_grads(gml_gpt *m);

@@ -85,6 +85,7 @@ static const rule rules[] = {
     INT_RULE("parallel.zero", 0, 3),
     REAL_RULE("parallel.timeout_s", 0, OPEN, 1e7, CLOSED),
     REAL_RULE("parallel.bucket_mib", 0, OPEN, 65536, CLOSED),
+    ONE_OF("parallel.embedding_grads", "auto, gather, reduce"),
 
     INT_RULE("checkpoint.every_steps", 0, NOLIM),
     REAL_RULE("checkpoint.every_minutes", 0, CLOSED, INFINITY, OPEN),

@@ -353,6 +353,10 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
     size_t bucket = (size_t)(pc->bucket_mib * 1048576.0 / 4.0);
     GML_CHECK_GOTO(gml_zero_create(t.model, t.mesh->dp_c, t.dp_dev, pc->zero, bucket ? bucket : 1, &oc, &t.opt), st,
                    done);
+    gml_embedding_grads eg = !strcmp(pc->embedding_grads, "gather")   ? GML_EMBEDDING_GATHER
+                             : !strcmp(pc->embedding_grads, "reduce") ? GML_EMBEDDING_REDUCE
+                                                                      : GML_EMBEDDING_AUTO;
+    GML_CHECK_GOTO(gml_zero_set_embedding_grads(t.opt, eg, (size_t)t.B * (size_t)t.T), st, done);
     /* after gml_zero_create: with ZeRO-3 each rank keeps its shard of the init */
     GML_CHECK_GOTO(gml_gpt_init_weights(t.model, cfg->train->seed), st, done);
     if (cfg->checkpoint->dir[0]) snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s", cfg->checkpoint->dir);
@@ -400,10 +404,13 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
              (unsigned long long)gml_dataset_num_tokens(t.ds, GML_SPLIT_VAL), cfg->train->grad_accum, dp, t.B, t.T);
     GML_CHECK_GOTO(info(&t, "data", line), st, done);
     size_t state = gml_zero_state_bytes(t.opt);
-    snprintf(line, sizeof line, "dp %d, zero %d: model state %zu bytes (%.1f MiB) on rank 0 (%s)", dp,
+    snprintf(line, sizeof line, "dp %d, zero %d: model state %zu bytes (%.1f MiB) on rank 0 (%s)%s", dp,
              gml_zero_stage(t.opt), state, state / 1048576.0,
              gml_zero_stage(t.opt) == 3 ? "shards of params, grads, Adam moments; gather windows"
-                                        : "params, grads, Adam moments");
+                                        : "params, grads, Adam moments",
+             dp == 1 || gml_zero_stage(t.opt) > 1 ? ""
+             : gml_zero_embedding_gathered(t.opt) ? "; embedding gradient: token rows gathered, wte/wpe reduced early"
+                                                  : "; embedding gradient: all-reduced after backward");
     GML_CHECK_GOTO(info(&t, "parallel", line), st, done);
 
     GML_CHECK_GOTO(train_loop(&t), st, done);

@@ -10,14 +10,28 @@
  * (on GPUs: NCCL on its own stream; on CPU ranks MPI progresses the requests
  * when they are waited for). gml_dp_reducer_finish starts what is left and
  * waits for all of it.
- * Ownership: a reducer borrows the group and the buffer; destroy frees it.
+ *
+ * The embedding's rows (gml_dp_reducer_set_early + the model's encoder
+ * gather, core/gpt.h): the token embedding's gradient is final only after
+ * the last layer of backward, so its all-reduce (wte + wpe: 158 MB of f32
+ * for GPT-2) would run after backward, exposed. With an early range [0, E)
+ * (unit 0: wte, wpe) the range is cut into its own buckets, all-reduced as
+ * soon as the model reports it (right after the head), and the embedding's
+ * backward instead gathers every rank's dX rows and tokens
+ * (gml_dp_reducer_exchange_rows: rows x C act values + rows int32 per rank)
+ * and adds the scatter of all of them on every rank.
+ * Ownership: a reducer borrows the group and the buffer; destroy frees it
+ * (and the exchange buffers it allocated on the backend).
  */
 #ifndef GML_DP_H
 #define GML_DP_H
 
 #include <stddef.h>
 
+#include <stdint.h>
+
 #include "comm/comm.h"
+#include "core/backend.h"
 #include "core/status.h"
 
 #ifdef __cplusplus
@@ -49,6 +63,20 @@ gml_status gml_dp_reducer_finish(gml_dp_reducer *r);
 /* Buckets started before the backward's end in the last backward (for
  * reports; after a replay, those of the recording). */
 int gml_dp_reducer_overlapped(const gml_dp_reducer *r);
+
+/* Cut [0, early_hi) into buckets of its own, started together when
+ * gml_dp_reducer_ready is called with exactly [0, early_hi); the rest is a
+ * suffix down to early_hi as before. 0: none. Between backwards. */
+gml_status gml_dp_reducer_set_early(gml_dp_reducer *r, size_t early_hi);
+/* gml_encoder_gather_fn (core/gpt.h), ctx the reducer: all-gathers dx
+ * (rows x row_bytes) and tokens over the group into buffers it allocates on
+ * the backend given here (grow-only: the first call of a shape allocates,
+ * so a recording of a later call allocates nothing). On GPUs the backend's
+ * stream waits for the gathers; CPU ranks block. */
+gml_status gml_dp_reducer_exchange_rows(void *ctx, const void *dx, const int32_t *tokens, size_t rows,
+                                        size_t row_bytes, const void **dx_all, const int32_t **tokens_all,
+                                        int *ways);
+void gml_dp_reducer_set_exchange_backend(gml_dp_reducer *r, gml_backend *be);
 
 #ifdef __cplusplus
 }

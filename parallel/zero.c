@@ -53,6 +53,7 @@ struct gml_zero {
     float *gshard; /* (S) reduced gradient shard, stages 2 and 3 */
     gml_dp_reducer *red; /* stages 0 and 1: bucketed all-reduce, overlapped with backward */
     int attached;        /* the reducer is hooked into this step's last backward */
+    int exchange;        /* stages 0, 1: the embedding's rows are gathered, wte/wpe reduced early */
     int master_stale;    /* stages 1, 2 on a bf16 backend: the full master is current in the own shard
                           * only (the step gathers the compute copy); gml_zero_gather_params_host */
 
@@ -392,6 +393,7 @@ gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
             if (!z->attached) gml_dp_reducer_begin(z->red);
             int replayed = z->attached && gml_gpt_micro_replayed(z->model);
             gml_gpt_set_grads_ready_hook(z->model, NULL, NULL, 0);
+            gml_gpt_set_encoder_gather(z->model, NULL, NULL);
             z->attached = 0;
             if (replayed) { /* the recorded backward ran the reductions; the host still watches them */
                 gml_dp_reducer_replayed(z->red);
@@ -430,8 +432,29 @@ void gml_zero_before_last_backward(gml_zero *z) {
     if (!z->red || z->size == 1) return;
     gml_dp_reducer_begin(z->red);
     gml_gpt_set_grads_ready_hook(z->model, gml_dp_reducer_ready, z->red, 1);
+    if (z->exchange) gml_gpt_set_encoder_gather(z->model, gml_dp_reducer_exchange_rows, z->red);
     z->attached = 1;
 }
+
+gml_status gml_zero_set_embedding_grads(gml_zero *z, gml_embedding_grads mode, size_t rows) {
+    size_t lo0, hi0;
+    gml_gpt_unit_range(z->model, 0, &lo0, &hi0);
+    if (mode == GML_EMBEDDING_GATHER && z->size > 1 && !z->red)
+        return gml_error_set(GML_ERR_BAD_INPUT, "parallel.embedding_grads = gather needs parallel.zero 0 or 1 (ZeRO "
+                             "stage %d reduces the gradients after backward or layer by layer)", z->stage);
+    if (!z->red) return GML_OK; /* stages 2, 3 */
+    size_t row_bytes = (size_t)gml_gpt_get_config(z->model)->n_embd * z->as;
+    /* gathered bytes per rank (dp - 1) rows row_bytes against the all-reduce's
+     * 2 (dp - 1) / dp * 4 E: gather where that is at most half */
+    int worth = (double)z->size * (double)rows * (double)row_bytes <= 4.0 * (double)(hi0 - lo0);
+    z->exchange = z->size > 1 && z->red && lo0 == 0 &&
+                  (mode == GML_EMBEDDING_GATHER || (mode == GML_EMBEDDING_AUTO && worth));
+    GML_CHECK(gml_dp_reducer_set_early(z->red, z->exchange ? hi0 : 0));
+    gml_dp_reducer_set_exchange_backend(z->red, gml_gpt_backend(z->model));
+    return GML_OK;
+}
+
+int gml_zero_embedding_gathered(const gml_zero *z) { return z->exchange; }
 
 int gml_zero_overlapped_buckets(const gml_zero *z) {
     if (z->stage == 3) return z->overlapped;

@@ -100,6 +100,19 @@ void gml_zero_destroy(gml_zero *z);
 /* Call before the backward of a step's last micro-batch: hooks the bucketed
  * all-reduce into it (stages 0 and 1; a no-op otherwise). */
 void gml_zero_before_last_backward(gml_zero *z);
+/* How the token embedding's gradient (unit 0: wte, wpe) crosses the dp
+ * group in stages 0 and 1 (parallel/dp.h): REDUCE, all-reduced with the
+ * rest after the last layer of backward; GATHER, reduced early (after the
+ * head) and the token lookup's part exchanged as rows (every rank's dX and
+ * tokens gathered, scattered on every rank); AUTO, GATHER where the rows
+ * are at most half the bytes of the dense reduce (dp x rows x C x act bytes
+ * <= 4 x the unit's elements; GPT-2 124M at 16 x 1024 rows: dp <= 6).
+ * rows: tokens per micro-batch per rank. GATHER with stage 2 or 3 is
+ * GML_ERR_BAD_INPUT; one rank: nothing to do. */
+typedef enum { GML_EMBEDDING_AUTO = 0, GML_EMBEDDING_GATHER = 1, GML_EMBEDDING_REDUCE = 2 } gml_embedding_grads;
+gml_status gml_zero_set_embedding_grads(gml_zero *z, gml_embedding_grads mode, size_t rows);
+int gml_zero_embedding_gathered(const gml_zero *z);
+
 /* Reductions of the last step started while backward was still running:
  * buckets (stages 0, 1), units of its last backward (stage 3). */
 int gml_zero_overlapped_buckets(const gml_zero *z);

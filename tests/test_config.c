@@ -148,6 +148,7 @@ static void check_proto_defaults(const Gml__RunConfig *c) {
     assert_int_equal(c->parallel->zero, 0);
     assert_true(c->parallel->timeout_s == 300.0f);
     assert_true(c->parallel->bucket_mib == 32.0f);
+    assert_string_equal(c->parallel->embedding_grads, "auto");
     assert_true(c->checkpoint->async);
     assert_string_equal(c->checkpoint->dir, "");
     assert_int_equal(c->checkpoint->every_steps, 0);
@@ -401,7 +402,9 @@ static const range_case range_cases[] = {
     {"sample.temperature=0.01", 1},   {"sample.top_k=-1", 0},           {"sample.top_k=0", 1},
     {"parallel.dp=0", 0},             {"parallel.tp=0", 0},             {"parallel.pp=0", 0},
     {"parallel.pp=2", 1},             {"parallel.zero=3", 1},           {"parallel.zero=4", 0},
-    {"parallel.zero=-1", 0},          {"parallel.timeout_s=0", 0},      {"parallel.timeout_s=2.5", 1},    {"parallel.bucket_mib=0", 0},     {"parallel.bucket_mib=0.01", 1},          {"checkpoint.every_steps=-1", 0}, {"checkpoint.every_minutes=-1", 0},
+    {"parallel.zero=-1", 0},          {"parallel.timeout_s=0", 0},      {"parallel.timeout_s=2.5", 1},    {"parallel.bucket_mib=0", 0},     {"parallel.bucket_mib=0.01", 1},
+    {"parallel.embedding_grads=gather", 1}, {"parallel.embedding_grads=reduce", 1},
+    {"parallel.embedding_grads=sparse", 0},          {"checkpoint.every_steps=-1", 0}, {"checkpoint.every_minutes=-1", 0},
     {"checkpoint.every_minutes=0.5", 1}, {"checkpoint.keep_last=0", 0}, {"checkpoint.keep_last=1", 1},
 };
 
@@ -552,14 +555,14 @@ static void test_print_format(void **state) {
         assert_true(at >= prev);
         prev = at;
     }
-    /* every field of the .proto: 8+3+9+6+3+3+5+6+5 keys, 9 sections */
+    /* every field of the .proto: 8+3+9+6+3+3+5+7+5 keys, 9 sections */
     int keys = 0, secs = 0;
     for (const char *p = text; *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : p + strlen(p)) {
         if (p[0] == '#') continue;
         if (p[0] == ' ' && p[1] == ' ' && p[2] != ' ') keys++;
         else if (p[0] != '\n' && p[0] != ' ') secs++;
     }
-    assert_int_equal(keys, 48);
+    assert_int_equal(keys, 49);
     assert_int_equal(secs, 9);
     free(text);
     gml_config_free(c);
@@ -699,6 +702,7 @@ static void test_fixture_all_keys(void **state) {
     assert_int_equal(c->parallel->zero, 2);
     assert_true(c->parallel->timeout_s == 60.0f);
     assert_true(c->parallel->bucket_mib == 8.0f);
+    assert_string_equal(c->parallel->embedding_grads, "reduce");
     assert_false(c->checkpoint->async);
     assert_string_equal(c->checkpoint->dir, "/scratch/ckpt");
     assert_int_equal(c->checkpoint->every_steps, 1000);

@@ -5,8 +5,9 @@
  * longer called (the replay runs the recorded collectives), and the losses
  * and final weights equal those of a run without the reducer bit for bit (a
  * one-rank sum is the identity, so any difference would be the
- * recording's). Every dp > 1 GPU run takes this path; test_gpu_multi checks
- * it across GPUs. Skipped (exit 77) without a CUDA device. */
+ * recording's); also with the embedding's token rows gathered (NCCL
+ * all-gathers in the recording) instead of its gradient reduced last. Every
+ * dp > 1 GPU run takes this path; test_gpu_multi checks it across GPUs. Skipped (exit 77) without a CUDA device. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -47,7 +48,7 @@ static gml_status count_ready(void *ctx, size_t lo, size_t hi) {
  * parallel/zero.c does), so with accum 2 the model alternates between its
  * recording without a hook and the one with it. hook_calls[s]: the hook's
  * calls during step s; replayed[s]: the last micro-step was a replay. */
-static void run_steps(gml_comm *dev_group, int accum, double *losses, float **params, int *hook_calls,
+static void run_steps(gml_comm *dev_group, int accum, int exchange, double *losses, float **params, int *hook_calls,
                       int *replayed) {
     gml_backend *be;
     gml_gpt *m;
@@ -62,6 +63,12 @@ static void run_steps(gml_comm *dev_group, int accum, double *losses, float **pa
     counting_hook h = {NULL, 0};
     /* 4096-element buckets: dozens per backward, most started mid-backward */
     if (dev) assert_int_equal(gml_dp_reducer_create(dev, gml_gpt_grads(m), gml_gpt_num_params(m), 4096, &h.red), GML_OK);
+    if (dev && exchange) { /* wte/wpe reduced after the head, the token rows gathered (NCCL all-gathers) */
+        size_t lo0, hi0;
+        gml_gpt_unit_range(m, 0, &lo0, &hi0);
+        assert_int_equal(gml_dp_reducer_set_early(h.red, hi0), GML_OK);
+        gml_dp_reducer_set_exchange_backend(h.red, be);
+    }
     float *acc;
     assert_int_equal(be->iface->alloc(be, (void **)&acc, 4), GML_OK);
     gml_rng r;
@@ -79,12 +86,14 @@ static void run_steps(gml_comm *dev_group, int accum, double *losses, float **pa
             if (h.red && micro == accum - 1) {
                 gml_dp_reducer_begin(h.red);
                 gml_gpt_set_grads_ready_hook(m, count_ready, &h, 1);
+                if (exchange) gml_gpt_set_encoder_gather(m, gml_dp_reducer_exchange_rows, h.red);
             }
             assert_int_equal(gml_gpt_train_micro(m, in, tg, B, T, 1.0f / (B * T * accum), acc), GML_OK);
         }
         if (h.red) {
             replayed[s] = gml_gpt_micro_replayed(m);
             gml_gpt_set_grads_ready_hook(m, NULL, NULL, 0);
+            gml_gpt_set_encoder_gather(m, NULL, NULL);
             if (replayed[s]) {
                 gml_dp_reducer_replayed(h.red);
                 assert_int_equal(gml_comm_watch(dev, "allreduce (recorded micro-step)"), GML_OK);
@@ -108,20 +117,21 @@ static void run_steps(gml_comm *dev_group, int accum, double *losses, float **pa
     gml_backend_destroy(be);
 }
 
-static void reducer_recorded(gml_comm *world, int accum) {
+static void reducer_recorded(gml_comm *world, int accum, int exchange) {
     double la[MICRO_STEPS], lb[MICRO_STEPS];
     float *pa, *pb;
     int calls[MICRO_STEPS], replayed[MICRO_STEPS];
-    printf("%d micro-step(s) per step\n", accum);
-    run_steps(NULL, accum, la, &pa, NULL, NULL);
-    run_steps(world, accum, lb, &pb, calls, replayed);
+    printf("%d micro-step(s) per step%s\n", accum, exchange ? ", token rows gathered" : "");
+    run_steps(NULL, accum, 0, la, &pa, NULL, NULL);
+    run_steps(world, accum, exchange, lb, &pb, calls, replayed);
     for (int s = 0; s < MICRO_STEPS; s++) {
         printf("step %d: loss %.6f / %.6f, hook calls %d, replayed %d\n", s + 1, la[s], lb[s], calls[s], replayed[s]);
         assert_memory_equal(&la[s], &lb[s], sizeof la[s]);
         /* the hooked micro-step: run, then recorded (the hook runs while
          * recording), then replayed */
         assert_int_equal(replayed[s], s >= 2);
-        assert_int_equal(calls[s], s >= 2 ? 0 : CFG.n_layer + 2); /* embedding, blocks, head */
+        /* head, blocks, embedding (with the exchange: unit 0 right after the head instead) */
+        assert_int_equal(calls[s], s >= 2 ? 0 : CFG.n_layer + 2);
     }
     gml_backend *be;
     gml_gpt *m;
@@ -131,8 +141,8 @@ static void reducer_recorded(gml_comm *world, int accum) {
     gml_gpt_destroy(m);
     gml_backend_destroy(be);
     assert_memory_equal(pa, pb, n * sizeof *pa);
-    printf("reducer recorded in the micro-step's graph, %d micro-step(s) per step: %d losses and %zu weights "
-           "identical to a run without it\n", accum, MICRO_STEPS, n);
+    printf("reducer recorded in the micro-step's graph, %d micro-step(s) per step%s: %d losses and %zu weights "
+           "identical to a run without it\n", accum, exchange ? ", token rows gathered" : "", MICRO_STEPS, n);
     free(pa);
     free(pb);
 }
@@ -143,8 +153,10 @@ static void test_reducer_recorded_in_graph(void **state) {
     assert_int_equal(gml_comm_init(NULL, NULL, NULL, NULL), GML_OK);
     assert_int_equal(gml_comm_world(&world), GML_OK);
     assert_int_equal(gml_comm_size(world), 1);
-    reducer_recorded(world, 1);
-    reducer_recorded(world, 2); /* gradient accumulation: the recordings without and with the hook alternate */
+    reducer_recorded(world, 1, 0);
+    reducer_recorded(world, 2, 0); /* gradient accumulation: the recordings without and with the hook alternate */
+    reducer_recorded(world, 1, 1); /* and with the embedding's rows gathered (parallel/dp.h) */
+    reducer_recorded(world, 2, 1);
     gml_comm_destroy(world);
 }
 

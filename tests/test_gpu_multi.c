@@ -1,19 +1,21 @@
 /* test_gpu_multi.c — data parallelism across GPU ranks (NCCL), end to end
  * through gml-dist under mpiexec: 2 GPUs x batch 4 (and, with 4 GPUs, 4 x 2)
  * against 1 GPU x batch 8 on the same global batch, ZeRO 0, 1, 2 and 3, 20
- * steps: bf16 losses within LOSS_TOL relative at every step (the split only
- * changes fp32 summation order; 5e-3 is ten times what the shakespeare-char
- * run shows over 50 steps and far below any real error), and two identical
- * runs print the same losses (ZeRO-1, and ZeRO-3 with its per-layer gathers
- * and reductions on the NCCL stream). Without dropout and gradient clipping
- * (so neither mask draws nor the norm's summation order can differ): ZeRO
- * 0, 1 and 2 on 2 GPUs print the same losses and export the same weights
- * bit for bit (a sum of two fp32 values does not depend on the order;
- * ZeRO-1/2 gather the bf16 compute copy after each step and the fp32 master
- * only for the export), and the recorded micro-steps (CUDA graphs with the
- * NCCL bucket reductions in them) equal GML_CUDA_GRAPHS=0 bit for bit, also
- * with two micro-steps a step (one recording without the reducer's hook, one
- * with). Skipped (exit 77) with fewer than 2 GPUs. */
+ * steps (ZeRO 0 and 1 also with the embedding's token rows gathered,
+ * parallel.embedding_grads=gather): bf16 losses within LOSS_TOL relative at
+ * every step (the split only changes fp32 summation order; 5e-3 is ten
+ * times what the shakespeare-char run shows over 50 steps and far below any
+ * real error), and two identical runs print the same losses (ZeRO-1, and
+ * ZeRO-3 with its per-layer gathers and reductions on the NCCL stream).
+ * Without dropout and gradient clipping (so neither mask draws nor the
+ * norm's summation order can differ): ZeRO 0, 1 and 2 on 2 GPUs print the
+ * same losses and export the same weights bit for bit (a sum of two fp32
+ * values does not depend on the order; ZeRO-1/2 gather the bf16 compute copy
+ * after each step and the fp32 master only for the export), and the
+ * recorded micro-steps (CUDA graphs with the NCCL bucket reductions in them)
+ * equal GML_CUDA_GRAPHS=0 bit for bit, also with two micro-steps a step (one
+ * recording without the reducer's hook, one with). Skipped (exit 77) with
+ * fewer than 2 GPUs. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -122,6 +124,11 @@ static void test_two_gpus_match_one(void **state) {
         snprintf(tag, sizeof tag, "g2_z%d", zero);
         train(2, zero, tag, two);
         match_one(one, two, 2, zero);
+        if (zero <= 1) { /* the embedding's token rows gathered instead of its gradient reduced last */
+            snprintf(tag, sizeof tag, "g2_z%d_rows", zero);
+            train_with(2, zero, "parallel.embedding_grads=gather", "", tag, two);
+            match_one(one, two, 2, zero);
+        }
     }
     if (g_gpus >= 4) /* and on 4 GPUs (batch 2 each) where there are 4 */
         for (int zero = 0; zero <= 3; zero++) {

@@ -9,7 +9,9 @@
  * samples and best.h5 are made by all ranks together; the model state per
  * rank is what parallel/zero.h's accounting predicts (recomputed here from
  * the model's shape, not read from the code); two runs of one layout print
- * identical losses and gradient norms (ZeRO-2 on 2 ranks, ZeRO-3 on 3); a
+ * identical losses and gradient norms (ZeRO-2 on 2 ranks, ZeRO-3 on 3); the
+ * same for ZeRO 0 and 1 with the embedding's token rows gathered instead of
+ * its gradient all-reduced (parallel.embedding_grads=gather); a
  * layout that does not match the job is refused with exit code 2 and a
  * message; and a rank that dies (SIGKILL) or hangs (SIGSTOP) mid-run ends
  * the whole job instead of leaving the others waiting: the hung case through
@@ -144,6 +146,10 @@ static size_t train_with(int np, int per_rank, int zero, const char *extra, cons
     assert_int_equal(state, want);
     if (np > 1) assert_non_null(strstr(out, "peak memory per rank (MiB): "));
     if (np > 1 && zero < 2) { /* the reduction overlapped backward */
+        /* auto picks the dense reduce for this model: its dX rows are more
+         * bytes than its embedding (parallel/zero.h) */
+        const char *how = strstr(extra, "embedding_grads=gather") ? "token rows gathered" : "all-reduced after backward";
+        if (!strstr(out, how)) fail_msg("dp=%d zero=%d: no '%s' in the output:\n%s", np, zero, how, out);
         size_t ov = after(out, "dp overlap: ");
         printf("dp=%d zero=%d: %zu buckets started during backward\n", np, zero, ov);
         assert_true(ov >= 5);
@@ -270,6 +276,44 @@ static void test_same_layout_bit_identical(void **state) {
     }
 }
 
+/* ZeRO 0 and 1 with the embedding's rows gathered instead of its gradient
+ * summed (parallel/dp.h): the same losses as one process, and the same bits
+ * twice; with ZeRO-2 the option is refused (exit 2). */
+static void test_embedding_rows_gathered(void **state) {
+    (void)state;
+    double l1[STEPS], l[STEPS], n1[STEPS], n[STEPS];
+    char t1[STEPS][32], t[STEPS][32], u1[STEPS][32], u[STEPS][32];
+    const char *gather = "parallel.embedding_grads=gather";
+    train_with(1, 0, 0, gather, "g_np1", l1, t1, n1, u1); /* one rank: nothing to exchange */
+    for (int zero = 0; zero <= 1; zero++)
+        for (int np = 2; np <= 4; np++) {
+            char tag[16], what[48];
+            snprintf(tag, sizeof tag, "g_np%d_z%d", np, zero);
+            train_with(np, 0, zero, gather, tag, l, t, n, u);
+            snprintf(what, sizeof what, "dp=%d zero=%d, rows gathered", np, zero);
+            double worst = loss_diff(l, l1, what);
+            printf("%s vs 1 process: worst relative loss difference over %d steps %.2e (bound %.0e)\n", what, STEPS,
+                   worst, REL_TOL);
+        }
+    char a[STEPS][32], ua[STEPS][32];
+    train_with(3, 0, 1, gather, "g_np3_z1_a", l, a, n, ua);
+    train_with(3, 0, 1, gather, "g_np3_z1_b", l, t, n, u);
+    for (int i = 0; i < STEPS; i++) {
+        assert_string_equal(a[i], t[i]);
+        assert_string_equal(ua[i], u[i]);
+    }
+    printf("dp=3 zero=1, rows gathered, twice: %d losses and grad norms identical\n", STEPS);
+
+    char args[1024], cmd[4096], *out;
+    snprintf(args, sizeof args, "%s/run.yaml data.batch_size=6 parallel.zero=2 %s train.out_dir=%s/out_g_bad", dir,
+             gather, dir);
+    mpi_cmd(cmd, sizeof cmd, 2, args);
+    int rc = cli_run(cmd, &out);
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "parallel.embedding_grads = gather needs parallel.zero 0 or 1"));
+    free(out);
+}
+
 static void test_layout_mismatch_is_bad_input(void **state) {
     (void)state;
     char args[1024], cmd[4096], *out;
@@ -334,6 +378,7 @@ int main(void) {
         cmocka_unit_test(test_dp_matches_one_process),
         cmocka_unit_test(test_zero3_accumulation_and_exports),
         cmocka_unit_test(test_same_layout_bit_identical),
+        cmocka_unit_test(test_embedding_rows_gathered),
         cmocka_unit_test(test_layout_mismatch_is_bad_input),
         cmocka_unit_test(test_dead_rank_ends_job),
         cmocka_unit_test(test_hung_rank_times_out),
