@@ -79,6 +79,13 @@ gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float
 gml_status gml_comm_allgather_f32(gml_comm *c, const float *send, float *recv, size_t send_n, gml_comm_req **req);
 /* The same for blocks of send_bytes bytes of any type (e.g. bf16 weights). */
 gml_status gml_comm_allgather_bytes(gml_comm *c, const void *send, void *recv, size_t send_bytes, gml_comm_req **req);
+/* Every rank's block of block_bytes at buf + rank * stride_bytes to
+ * everyone (an all-gather whose blocks need not be adjacent: a piece of each
+ * rank's shard). NCCL: one broadcast per rank, grouped (they run together,
+ * like an all-gather). MPI: one broadcast per rank; done when the call
+ * returns (*req, if given, comes back NULL). */
+gml_status gml_comm_allgather_strided(gml_comm *c, void *buf, size_t block_bytes, size_t stride_bytes,
+                                      gml_comm_req **req);
 /* bytes of buf from `root` to everyone. */
 gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req);
 gml_status gml_comm_barrier(gml_comm *c);

@@ -22,6 +22,7 @@
 #pragma weak gml_nccl_reduce_scatter
 #pragma weak gml_nccl_allgather
 #pragma weak gml_nccl_broadcast
+#pragma weak gml_nccl_allgather_strided
 #pragma weak gml_nccl_wait
 #pragma weak gml_nccl_watch
 
@@ -305,6 +306,20 @@ gml_status gml_comm_allgather_bytes(gml_comm *c, const void *send, void *recv, s
     MPI_TRY(MPI_Iallgather(s, (int)send_bytes, MPI_BYTE, recv, (int)send_bytes, MPI_BYTE, c->mpi, &r), "allgather",
             c);
     return finish(c, r, "allgather", req);
+}
+
+gml_status gml_comm_allgather_strided(gml_comm *c, void *buf, size_t block_bytes, size_t stride_bytes,
+                                      gml_comm_req **req) {
+    if (c->nccl) return gml_nccl_allgather_strided(c, buf, block_bytes, stride_bytes, req);
+    if (req) *req = NULL;
+    GML_CHECK(count_ok(block_bytes, "allgather_strided", c));
+    for (int r = 0; r < c->size; r++) { /* in rank order on every rank */
+        MPI_Request q;
+        MPI_TRY(MPI_Ibcast((char *)buf + (size_t)r * stride_bytes, (int)block_bytes, MPI_BYTE, r, c->mpi, &q),
+                "allgather_strided", c);
+        GML_CHECK(finish(c, q, "allgather_strided", NULL));
+    }
+    return GML_OK;
 }
 
 gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req) {

@@ -261,3 +261,19 @@ gml_status gml_nccl_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gm
              "broadcast", c);
     return end(c, "broadcast", req);
 }
+
+gml_status gml_nccl_allgather_strided(gml_comm *c, void *buf, size_t block_bytes, size_t stride_bytes,
+                                      gml_comm_req **req) {
+    GML_CHECK(begin(c));
+    NCCL_TRY(ncclGroupStart(), "allgather_strided (group start)", c);
+    for (int r = 0; r < c->size; r++) {
+        char *p = (char *)buf + (size_t)r * stride_bytes;
+        ncclResult_t e = ncclBroadcast(p, p, block_bytes, ncclUint8, r, (ncclComm_t)c->nccl, (cudaStream_t)c->stream);
+        if (e != ncclSuccess) {
+            (void)ncclGroupEnd();
+            return nccl_fail(e, "allgather_strided (broadcast)", c, __FILE__, __LINE__);
+        }
+    }
+    NCCL_TRY(ncclGroupEnd(), "allgather_strided", c);
+    return end(c, "allgather_strided", req);
+}

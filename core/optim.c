@@ -22,6 +22,13 @@ struct gml_adamw {
     gml_adamw_piece *pieces; /* (n_pieces) device: the range cut at tensors, see build_pieces */
     int n_pieces;
     int t;
+    /* gml_adamw_set_parts: part j = range elements [j part_len, (j+1) part_len) */
+    int parts;
+    size_t part_len;
+    gml_adamw_piece **part_pieces; /* (parts) device tables; NULL for an empty part */
+    int *part_n;
+    /* gml_adamw_begin_step: the step the parts belong to */
+    float step_lr, step_scale;
 };
 
 /* The part of each parameter inside [lo, hi), in registry (flat) order,
@@ -55,6 +62,8 @@ static gml_status build_pieces(const gml_param_registry *reg, size_t lo, size_t 
     *n = k;
     return GML_OK;
 }
+
+static void free_parts(gml_adamw *o);
 
 double gml_lr_at(const gml_lr_schedule *s, int step) {
     if (s->warmup_steps > 0 && step < s->warmup_steps) return s->lr * (double)(step + 1) / s->warmup_steps;
@@ -137,6 +146,7 @@ gml_status gml_adamw_create_shard(gml_gpt *model, const gml_adamw_config *cfg, s
 
 void gml_adamw_destroy(gml_adamw *o) {
     if (!o) return;
+    free_parts(o);
     gml_backend *be = gml_gpt_backend(o->model);
     if (o->m) be->iface->free(be, o->m);
     if (o->v) be->iface->free(be, o->v);
@@ -174,20 +184,83 @@ gml_status gml_adamw_range_sumsq(gml_adamw *o, const float *g, double *sumsq) {
     return GML_OK;
 }
 
-gml_status gml_adamw_step_range(gml_adamw *o, double lr, const float *g, double norm) {
-    gml_gpt *model = o->model;
-    gml_backend *be = gml_gpt_backend(model);
+gml_status gml_adamw_begin_step(gml_adamw *o, double lr, double norm) {
     if (!isfinite(norm))
         return gml_error_set(GML_ERR_NUMERIC, "gradient norm is %g at optimizer step %d ---> HINT: lower optim.lr",
                              norm, o->t + 1);
     double scale = 1.0;
     if (o->cfg.grad_clip > 0.0 && norm > o->cfg.grad_clip) scale = o->cfg.grad_clip / (norm + 1e-6);
     o->t++;
-    if (o->hi == o->lo) return GML_OK;
-    return be->iface->adamw_update_pieces(be, o->param, o->param_act, g, o->m, o->v,
-                                          o->pieces, o->n_pieces, o->hi - o->lo, (float)lr, (float)o->cfg.beta1,
-                                          (float)o->cfg.beta2, (float)o->cfg.eps, (float)o->cfg.weight_decay,
-                                          (float)scale, o->t);
+    o->step_lr = (float)lr;
+    o->step_scale = (float)scale;
+    return GML_OK;
+}
+
+/* Elements [a, a + n) of the range through a piece table of them (state
+ * offsets relative to a). */
+static gml_status update(gml_adamw *o, const float *g, size_t a, size_t n, const gml_adamw_piece *pieces, int n_pieces) {
+    gml_backend *be = gml_gpt_backend(o->model);
+    if (n == 0) return GML_OK;
+    return be->iface->adamw_update_pieces(be, o->param, o->param_act, g + a, o->m + a, o->v + a, pieces, n_pieces, n,
+                                          o->step_lr, (float)o->cfg.beta1, (float)o->cfg.beta2, (float)o->cfg.eps,
+                                          (float)o->cfg.weight_decay, o->step_scale, o->t);
+}
+
+gml_status gml_adamw_step_range(gml_adamw *o, double lr, const float *g, double norm) {
+    GML_CHECK(gml_adamw_begin_step(o, lr, norm));
+    return update(o, g, 0, o->hi - o->lo, o->pieces, o->n_pieces);
+}
+
+static void free_parts(gml_adamw *o) {
+    gml_backend *be = gml_gpt_backend(o->model);
+    for (int j = 0; j < o->parts && o->part_pieces; j++)
+        if (o->part_pieces[j]) be->iface->free(be, o->part_pieces[j]);
+    free(o->part_pieces);
+    free(o->part_n);
+    o->part_pieces = NULL;
+    o->part_n = NULL;
+    o->parts = 0;
+}
+
+gml_status gml_adamw_set_parts(gml_adamw *o, int parts, size_t part_len) {
+    if (parts < 1 || part_len < 1)
+        return gml_error_set(GML_ERR_INVALID_ARG, "gml_adamw_set_parts: %d parts of %zu", parts, part_len);
+    if (o->parts == parts && o->part_len == part_len) return GML_OK;
+    free_parts(o);
+    gml_backend *be = gml_gpt_backend(o->model);
+    o->part_pieces = calloc((size_t)parts, sizeof *o->part_pieces);
+    o->part_n = calloc((size_t)parts, sizeof *o->part_n);
+    if (!o->part_pieces || !o->part_n) {
+        free_parts(o);
+        return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+    }
+    o->parts = parts;
+    o->part_len = part_len;
+    size_t n = o->hi - o->lo;
+    for (int j = 0; j < parts; j++) {
+        size_t a = (size_t)j * part_len, b = a + part_len < n ? a + part_len : n;
+        if (a >= b) continue;
+        gml_adamw_piece *host = NULL;
+        gml_status st = build_pieces(gml_gpt_params(o->model), o->lo + a, o->lo + b, o->param_lo, &host, &o->part_n[j]);
+        size_t bytes = (size_t)o->part_n[j] * sizeof *host;
+        if (st == GML_OK) st = be->iface->alloc(be, (void **)&o->part_pieces[j], bytes);
+        if (st == GML_OK) st = be->iface->memcpy_h2d(be, o->part_pieces[j], host, bytes);
+        free(host);
+        if (st != GML_OK) {
+            free_parts(o);
+            return st;
+        }
+    }
+    return GML_OK;
+}
+
+gml_status gml_adamw_update_part(gml_adamw *o, const float *g, int j) {
+    if (j < 0 || j >= o->parts)
+        return gml_error_set(GML_ERR_INVALID_ARG, "gml_adamw_update_part: part %d of %d", j, o->parts);
+    size_t n = o->hi - o->lo, a = (size_t)j * o->part_len;
+    if (a >= n) return GML_OK;
+    size_t b = a + o->part_len < n ? a + o->part_len : n;
+    return update(o, g, a, b - a, o->part_pieces[j], o->part_n[j]);
 }
 
 gml_status gml_adamw_step(gml_adamw *o, double lr, double *grad_norm) {

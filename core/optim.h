@@ -58,6 +58,16 @@ gml_status gml_adamw_range_sumsq(gml_adamw *opt, const float *g, double *sumsq);
  * given the global gradient norm (for clipping): updates the master weights
  * of the range and their compute copy (the model's, or the shard buffers). */
 gml_status gml_adamw_step_range(gml_adamw *opt, double lr, const float *g, double global_norm);
+/* The same step in parts, so a caller can send each part while the next is
+ * updated (ZeRO-1/2's parameter gather): set_parts cuts the range into
+ * `parts` of part_len elements (the last may be shorter or empty; device
+ * tables, built once per cut); begin_step checks the norm, fixes the clip
+ * scale and counts the step; update_part(j) then updates part j with
+ * gradients g (hi - lo values, the whole range). Every part once per step:
+ * the same bits as gml_adamw_step_range. */
+gml_status gml_adamw_set_parts(gml_adamw *opt, int parts, size_t part_len);
+gml_status gml_adamw_begin_step(gml_adamw *opt, double lr, double global_norm);
+gml_status gml_adamw_update_part(gml_adamw *opt, const float *g, int j);
 void gml_adamw_destroy(gml_adamw *opt);
 
 /* Global L2 norm of the gradients (synchronises). */

@@ -380,6 +380,48 @@ void gml_zero_destroy(gml_zero *z) {
 /* ------------------------------------------------------------------ */
 /* the step */
 
+/* Stages 1, 2: AdamW on the own shard, then every rank's shard to every
+ * rank: the compute copy on a bf16 backend (AdamW wrote the shard's; half
+ * the bytes of the f32 master, and no cast of the whole model after it; the
+ * full master is brought up to date only by gml_zero_gather_params_host),
+ * the master itself on an f32 one. In GATHER_PARTS parts of the shard: part
+ * j of every shard is sent while AdamW updates part j + 1 (the comm stream
+ * runs beside the compute stream), so only the last part's gather is left
+ * after AdamW. GML_ZERO_GATHER_PARTS=1..GATHER_PARTS in the environment
+ * sets the number (measurements: 1 = the gather after the whole update). */
+#define GATHER_PARTS 4
+
+static int gather_parts(void) {
+    const char *e = getenv("GML_ZERO_GATHER_PARTS");
+    int n = e ? atoi(e) : GATHER_PARTS;
+    return n >= 1 && n <= GATHER_PARTS ? n : GATHER_PARTS;
+}
+
+static gml_status update_and_gather(gml_zero *z, double lr, const float *g, double norm) {
+    float *master = gml_gpt_master(z->model);
+    void *compute = gml_gpt_compute(z->model);
+    char *base = (char *)compute;
+    size_t es = z->as;
+    if (compute == (void *)master) es = 4;
+    else z->master_stale = 1;
+    const int parts = gather_parts();
+    size_t part = (z->S + (size_t)parts - 1) / (size_t)parts;
+    GML_CHECK(gml_adamw_set_parts(z->opt, parts, part));
+    GML_CHECK(gml_adamw_begin_step(z->opt, lr, norm));
+    gml_comm_req *reqs[GATHER_PARTS] = {NULL};
+    gml_status st = GML_OK;
+    for (int j = 0; j < parts && st == GML_OK; j++) {
+        size_t a = (size_t)j * part, b = a + part < z->S ? a + part : z->S;
+        st = gml_adamw_update_part(z->opt, g, j);
+        /* rank k's part j sits at k * S + a: a strided all-gather, in place */
+        if (st == GML_OK && b > a)
+            st = gml_comm_allgather_strided(z->dev, base + a * es, (b - a) * es, z->S * es, &reqs[j]);
+    }
+    int n = parts;
+    gml_status w = wait_all(reqs, &n);
+    return st != GML_OK ? st : w;
+}
+
 gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
     const float *g; /* the gradients of [lo, hi), summed over the group */
     if (z->stage == 3) {
@@ -412,20 +454,8 @@ gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
     }
     double norm = sqrt(sumsq);
     if (grad_norm) *grad_norm = norm;
-    GML_CHECK(gml_adamw_step_range(z->opt, lr, g, norm));
-    if (z->stage == 1 || z->stage == 2) {
-        /* in place: this rank's block of the padded buffer is its shard */
-        float *master = gml_gpt_master(z->model);
-        void *compute = gml_gpt_compute(z->model);
-        if (compute == (void *)master) {
-            GML_CHECK(gml_comm_allgather_f32(z->dev, master + (size_t)z->rank * z->S, master, z->S, NULL));
-        } else { /* AdamW wrote the shard's compute copy: gather that (half the bytes of f32), not the master */
-            size_t block = z->S * z->as;
-            GML_CHECK(gml_comm_allgather_bytes(z->dev, (char *)compute + (size_t)z->rank * block, compute, block, NULL));
-            z->master_stale = 1;
-        }
-    }
-    return GML_OK;
+    if (z->stage == 1 || z->stage == 2) return update_and_gather(z, lr, g, norm);
+    return gml_adamw_step_range(z->opt, lr, g, norm);
 }
 
 void gml_zero_before_last_backward(gml_zero *z) {

@@ -15,7 +15,9 @@
  *            the compute copy only on a bf16 backend (half the bytes of the
  *            fp32 master, and no cast of the whole model after it), so the
  *            full master is current in the own shard only until
- *            gml_zero_gather_params_host (whole-weight exports call it).
+ *            gml_zero_gather_params_host (whole-weight exports call it). The
+ *            update and the gather go in 4 parts of the shard, each part's
+ *            gather beside the next part's update.
  *   stage 2: gradients reduce-scattered into a shard buffer (half the traffic
  *            of an all-reduce); update and all-gather as in stage 1.
  *   stage 3: the parameters are sharded too. The model is created with

@@ -181,6 +181,56 @@ static void test_adamw_overfits_a_batch(void **state) {
     gml_gpt_destroy(m);
 }
 
+/* The step in parts (gml_adamw_set_parts / begin_step / update_part, what
+ * ZeRO-1/2 use to send each part while the next is updated) gives the bits
+ * of the step in one go, for a range that starts and ends inside tensors,
+ * with a short last part and with an empty one. */
+static void test_adamw_in_parts(void **state) {
+    gml_backend *be = *state;
+    size_t P = num_params(be), lo = 7, hi = P - 5, n = hi - lo;
+    const int cuts[2][2] = {{3, 0}, {5, 1}}; /* parts; 1: part_len so large that the last part is empty */
+    for (int c = 0; c < 2; c++) {
+        gml_gpt *ma, *mb;
+        gml_adamw *oa, *ob;
+        OK(gml_gpt_create(be, &CFG, B, T, 0, &ma));
+        OK(gml_gpt_create(be, &CFG, B, T, 0, &mb));
+        OK(gml_gpt_init_weights(ma, 8));
+        OK(gml_gpt_init_weights(mb, 8));
+        gml_adamw_config oc = {0.9, 0.95, 1e-8, 0.1, 0.5}; /* clipping on */
+        OK(gml_adamw_create_range(ma, &oc, lo, hi, &oa));
+        OK(gml_adamw_create_range(mb, &oc, lo, hi, &ob));
+        int parts = cuts[c][0];
+        size_t len = cuts[c][1] ? (n + parts - 2) / (parts - 1) : (n + parts - 1) / parts;
+        OK(gml_adamw_set_parts(ob, parts, len));
+        int32_t in[B * T], tg[B * T];
+        for (int step = 0; step < 3; step++) {
+            batch(20 + (uint64_t)step, in, tg, B * T);
+            gml_gpt *ms[2] = {ma, mb};
+            for (int k = 0; k < 2; k++) {
+                OK(gml_gpt_zero_grads(ms[k]));
+                OK(gml_gpt_forward(ms[k], in, tg, B, T, 1.0f / (B * T)));
+                OK(gml_gpt_backward(ms[k]));
+            }
+            OK(gml_adamw_step_range(oa, 1e-2, gml_gpt_grads(ma) + lo, 0.7));
+            OK(gml_adamw_begin_step(ob, 1e-2, 0.7));
+            for (int j = parts - 1; j >= 0; j--) OK(gml_adamw_update_part(ob, gml_gpt_grads(mb) + lo, j)); /* any order */
+            float *wa = malloc(P * 4), *wb = malloc(P * 4);
+            OK(gml_gpt_get_params_host(ma, wa));
+            OK(gml_gpt_get_params_host(mb, wb));
+            assert_memory_equal(wa, wb, P * 4);
+            free(wa);
+            free(wb);
+        }
+        assert_int_equal(gml_adamw_t(ob), 3);
+        gml_error_clear();
+        assert_int_equal(gml_adamw_update_part(ob, gml_gpt_grads(mb) + lo, parts), GML_ERR_INVALID_ARG);
+        gml_adamw_destroy(oa);
+        gml_adamw_destroy(ob);
+        gml_gpt_destroy(ma);
+        gml_gpt_destroy(mb);
+    }
+}
+
 static void test_lr_schedule(void **state) {
     (void)state;
     gml_lr_schedule s = {GML_SCHED_COSINE, 1e-3, 0.1, 10, 110};
@@ -508,7 +558,8 @@ static int teardown(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_recompute_same_grads), cmocka_unit_test(test_grad_accumulation),
-        cmocka_unit_test(test_adamw_overfits_a_batch), cmocka_unit_test(test_lr_schedule),
+        cmocka_unit_test(test_adamw_overfits_a_batch), cmocka_unit_test(test_adamw_in_parts),
+        cmocka_unit_test(test_lr_schedule),
         cmocka_unit_test(test_weights_round_trip), cmocka_unit_test(test_padding_rows_stay_zero),
         cmocka_unit_test(test_sharded_params_with_provider), cmocka_unit_test(test_head_chunks),
     };
