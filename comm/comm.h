@@ -89,6 +89,21 @@ gml_status gml_comm_allgather_strided(gml_comm *c, void *buf, size_t block_bytes
 /* bytes of buf from `root` to everyone. */
 gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req);
 gml_status gml_comm_barrier(gml_comm *c);
+
+/* Point to point (pipeline stages pass activations to their neighbours).
+ * Ranks are the group's. send: bytes of buf to `peer`; recv: bytes into buf
+ * from `peer`; each send is matched by the peer's recv of the same size, in
+ * the order they are posted. MPI group: asynchronous with req, like the
+ * collectives. Device group: NCCL on the group's stream; two ranks that
+ * both send to each other before receiving would wait for each other
+ * forever: exchanges go through sendrecv. sendrecv: `bytes` of `send` to
+ * `to` and of `recv` from `from` at once (one NCCL group; MPI: done when
+ * the call returns, *req, if given, comes back NULL). A peer outside the
+ * group is GML_ERR_INVALID_ARG. */
+gml_status gml_comm_send(gml_comm *c, const void *buf, size_t bytes, int peer, gml_comm_req **req);
+gml_status gml_comm_recv(gml_comm *c, void *buf, size_t bytes, int peer, gml_comm_req **req);
+gml_status gml_comm_sendrecv(gml_comm *c, const void *send, int to, void *recv, int from, size_t bytes,
+                             gml_comm_req **req);
 /* Device group: watch the work queued so far on the backend's stream like
  * a collective (the process ends after parallel.timeout_s if it does not
  * complete, naming `what`): for collectives inside a recording (CUDA graph)

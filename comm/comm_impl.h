@@ -45,6 +45,9 @@ gml_status gml_nccl_allgather(gml_comm *c, const void *send, void *recv, size_t 
 gml_status gml_nccl_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req);
 gml_status gml_nccl_allgather_strided(gml_comm *c, void *buf, size_t block_bytes, size_t stride_bytes,
                                       gml_comm_req **req);
+/* send (to >= 0) and / or receive (from >= 0) in one NCCL group */
+gml_status gml_nccl_p2p(gml_comm *c, const void *send, int to, void *recv, int from, size_t bytes,
+                        gml_comm_req **req);
 gml_status gml_nccl_wait(gml_comm_req *q); /* compute waits for q's event; frees the event, not q */
 gml_status gml_nccl_watch(gml_comm *c, const char *what); /* see gml_comm_watch */
 

@@ -23,6 +23,7 @@
 #pragma weak gml_nccl_allgather
 #pragma weak gml_nccl_broadcast
 #pragma weak gml_nccl_allgather_strided
+#pragma weak gml_nccl_p2p
 #pragma weak gml_nccl_wait
 #pragma weak gml_nccl_watch
 
@@ -334,6 +335,46 @@ gml_status gml_comm_barrier(gml_comm *c) {
     MPI_Request r;
     MPI_TRY(MPI_Ibarrier(c->mpi, &r), "barrier", c);
     return wait_deadline(&r, c->mpi, "barrier", c->name, c->rank, c->size);
+}
+
+#define P2P_TAG 7 /* point to point only; collectives have their own matching */
+
+static gml_status peer_ok(const gml_comm *c, int peer, const char *what) {
+    if (peer < 0 || peer >= c->size)
+        return gml_error_set(GML_ERR_INVALID_ARG, "%s on group '%s': peer %d is not one of its %d rank(s)", what,
+                             c->name, peer, c->size);
+    return GML_OK;
+}
+
+gml_status gml_comm_send(gml_comm *c, const void *buf, size_t bytes, int peer, gml_comm_req **req) {
+    GML_CHECK(peer_ok(c, peer, "send"));
+    if (c->nccl) return gml_nccl_p2p(c, buf, peer, NULL, -1, bytes, req);
+    GML_CHECK(count_ok(bytes, "send", c));
+    MPI_Request r;
+    MPI_TRY(MPI_Isend(buf, (int)bytes, MPI_BYTE, peer, P2P_TAG, c->mpi, &r), "send", c);
+    return finish(c, r, "send", req);
+}
+
+gml_status gml_comm_recv(gml_comm *c, void *buf, size_t bytes, int peer, gml_comm_req **req) {
+    GML_CHECK(peer_ok(c, peer, "recv"));
+    if (c->nccl) return gml_nccl_p2p(c, NULL, -1, buf, peer, bytes, req);
+    GML_CHECK(count_ok(bytes, "recv", c));
+    MPI_Request r;
+    MPI_TRY(MPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, P2P_TAG, c->mpi, &r), "recv", c);
+    return finish(c, r, "recv", req);
+}
+
+gml_status gml_comm_sendrecv(gml_comm *c, const void *send, int to, void *recv, int from, size_t bytes,
+                             gml_comm_req **req) {
+    GML_CHECK(peer_ok(c, to, "sendrecv"));
+    GML_CHECK(peer_ok(c, from, "sendrecv"));
+    if (c->nccl) return gml_nccl_p2p(c, send, to, recv, from, bytes, req);
+    if (req) *req = NULL;
+    gml_comm_req *rq = NULL;
+    GML_CHECK(gml_comm_recv(c, recv, bytes, from, &rq)); /* posted first: a send to oneself finds it */
+    gml_status st = gml_comm_send(c, send, bytes, to, NULL);
+    gml_status w = gml_comm_wait(&rq);
+    return st != GML_OK ? st : w;
 }
 
 gml_status gml_comm_watch(gml_comm *c, const char *what) {

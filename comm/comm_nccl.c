@@ -277,3 +277,18 @@ gml_status gml_nccl_allgather_strided(gml_comm *c, void *buf, size_t block_bytes
     NCCL_TRY(ncclGroupEnd(), "allgather_strided", c);
     return end(c, "allgather_strided", req);
 }
+
+gml_status gml_nccl_p2p(gml_comm *c, const void *send, int to, void *recv, int from, size_t bytes,
+                        gml_comm_req **req) {
+    const char *what = to >= 0 && from >= 0 ? "sendrecv" : to >= 0 ? "send" : "recv";
+    GML_CHECK(begin(c));
+    NCCL_TRY(ncclGroupStart(), what, c);
+    ncclResult_t e = ncclSuccess;
+    if (to >= 0) e = ncclSend(send, bytes, ncclUint8, to, (ncclComm_t)c->nccl, (cudaStream_t)c->stream);
+    if (e == ncclSuccess && from >= 0)
+        e = ncclRecv(recv, bytes, ncclUint8, from, (ncclComm_t)c->nccl, (cudaStream_t)c->stream);
+    ncclResult_t g = ncclGroupEnd();
+    if (e == ncclSuccess) e = g;
+    if (e != ncclSuccess) return nccl_fail(e, what, c, __FILE__, __LINE__);
+    return end(c, what, req);
+}

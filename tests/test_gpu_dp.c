@@ -7,7 +7,8 @@
  * one-rank sum is the identity, so any difference would be the
  * recording's); also with the embedding's token rows gathered (NCCL
  * all-gathers in the recording) instead of its gradient reduced last. Every
- * dp > 1 GPU run takes this path; test_gpu_multi checks it across GPUs. Skipped (exit 77) without a CUDA device. */
+ * dp > 1 GPU run takes this path; test_gpu_multi checks it across GPUs.
+ * And NCCL point to point (comm.h's sendrecv) with oneself. Skipped (exit 77) without a CUDA device. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -150,7 +151,6 @@ static void reducer_recorded(gml_comm *world, int accum, int exchange) {
 static void test_reducer_recorded_in_graph(void **state) {
     (void)state;
     gml_comm *world;
-    assert_int_equal(gml_comm_init(NULL, NULL, NULL, NULL), GML_OK);
     assert_int_equal(gml_comm_world(&world), GML_OK);
     assert_int_equal(gml_comm_size(world), 1);
     reducer_recorded(world, 1, 0);
@@ -160,12 +160,54 @@ static void test_reducer_recorded_in_graph(void **state) {
     gml_comm_destroy(world);
 }
 
+/* NCCL point to point on a one-rank group: a sendrecv with oneself moves
+ * the bytes (a send alone would wait for a receive forever: that is what
+ * sendrecv is for); a peer outside the group is refused. */
+static void test_nccl_sendrecv_self(void **state) {
+    (void)state;
+    gml_comm *world, *dev;
+    gml_backend *be;
+    assert_int_equal(gml_comm_world(&world), GML_OK);
+    assert_int_equal(gml_backend_create("cuda", 0, &be), GML_OK);
+    assert_int_equal(gml_comm_device_group(world, be, &dev), GML_OK);
+    enum { N = 1 << 20 };
+    unsigned char *h = malloc(N), *back = malloc(N);
+    assert_non_null(h);
+    assert_non_null(back);
+    for (size_t i = 0; i < N; i++) h[i] = (unsigned char)(i * 7 + 3);
+    void *a, *b;
+    assert_int_equal(be->iface->alloc(be, &a, N), GML_OK);
+    assert_int_equal(be->iface->alloc(be, &b, N), GML_OK);
+    assert_int_equal(be->iface->memcpy_h2d(be, a, h, N), GML_OK);
+    assert_int_equal(be->iface->memset_zero(be, b, N), GML_OK);
+    gml_comm_req *r = NULL;
+    assert_int_equal(gml_comm_sendrecv(dev, a, 0, b, 0, N, &r), GML_OK);
+    assert_int_equal(gml_comm_wait(&r), GML_OK);
+    assert_int_equal(be->iface->memcpy_d2h(be, back, b, N), GML_OK);
+    assert_memory_equal(back, h, N);
+    gml_error_clear();
+    assert_int_equal(gml_comm_send(dev, a, N, 1, NULL), GML_ERR_INVALID_ARG);
+    printf("NCCL sendrecv with oneself: %d bytes moved; peer 1 of a one-rank group refused\n", N);
+    be->iface->free(be, a);
+    be->iface->free(be, b);
+    free(h);
+    free(back);
+    gml_comm_destroy(dev);
+    gml_backend_destroy(be);
+    gml_comm_destroy(world);
+}
+
 int main(void) {
     if (gml_backend_cuda_device_count() == 0) {
         printf("SKIP: no CUDA device\n");
         return 77;
     }
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_reducer_recorded_in_graph)};
+    if (gml_comm_init(NULL, NULL, NULL, NULL) != GML_OK) {
+        fprintf(stderr, "test_gpu_dp: MPI did not start: %s\n", gml_error_message());
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_reducer_recorded_in_graph),
+                                       cmocka_unit_test(test_nccl_sendrecv_self)};
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     gml_comm_finalize();
     return failed;
