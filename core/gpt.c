@@ -355,9 +355,6 @@ gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max,
     if (B_max < 1 || T_max < 1 || T_max > cfg->block_size)
         return gml_error_set(GML_ERR_INVALID_ARG, "bad micro-batch %dx%d for block_size %d", B_max, T_max,
                              cfg->block_size);
-    if (cfg->head_chunks > 1 && cfg->sharded_params)
-        return gml_error_set(GML_ERR_INVALID_ARG, "head_chunks (%d) needs the full gradient buffer: not with "
-                             "sharded_params", cfg->head_chunks);
     gml_status st = GML_OK;
     gml_gpt *m = calloc(1, sizeof *m);
     if (!m) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
@@ -629,6 +626,9 @@ static gml_status layer_forward(gml_gpt *m, const layer *ly, float dscale, int w
         if (pieces && !with_targets)
             return gml_error_set(GML_ERR_INVALID_ARG, "a forward without targets keeps the logits of at most %d "
                                  "sequences (head_chunks = %d); this one has %d", m->head_bc, m->cfg.head_chunks, B);
+        /* the head's backward runs here: the tied wte's gradient window now
+         * (a provider's; it stays held until the embedding's backward) */
+        if (pieces && dscale != 0.0f) GML_CHECK(unit_grads_acquire(m, 0));
         for (int b0 = 0; b0 < B; b0 += step) {
             int n = (B - b0 < step ? B - b0 : step) * T;
             size_t r0 = (size_t)b0 * (size_t)T;

@@ -58,8 +58,10 @@ typedef struct {
                                     backward (d ln_f output, wte gradient +=), since the piece's logits
                                     gradient is overwritten by the next piece; gml_gpt_backward then
                                     starts from the stored d ln_f. A forward without targets may have
-                                    at most ceil(B_max / k) sequences. Not with sharded_params. 0 or 1:
-                                    the whole logits, the head's backward in gml_gpt_backward. */
+                                    at most ceil(B_max / k) sequences. With sharded_params the training
+                                    forward takes unit 0's gradient window before the pieces (see the
+                                    provider's schedule). 0 or 1: the whole logits, the head's backward
+                                    in gml_gpt_backward. */
 } gml_gpt_config;
 
 typedef struct gml_gpt gml_gpt;
@@ -193,6 +195,8 @@ size_t gml_gpt_window_elems(const gml_gpt *m, int w);
  *     u's closing norm acquires u + 1 before it; release(u) after (the
  *     head: after an evaluation forward units 0 and L+1 go back, after a
  *     training forward they stay for its backward);
+ *   a training forward with the head in pieces (head_chunks) runs the
+ *     head's backward piece by piece: grads_acquire(0) before the pieces;
  *   backward of layer u: acquire(u) (not the embedding: it reads no
  *     parameter; the head: also 0), prefetch(u - 1) for u - 1 >= 1,
  *     grads_acquire(u) (the head: also 0, completed by the embedding),

@@ -345,8 +345,8 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
     mc.shard_ways = dp;                           /* equal ZeRO shards for any parameter count */
     mc.sharded_params = pc->zero == 3 && dp > 1; /* ZeRO-3: no full parameter buffers at all */
     /* the (N, Vp) logits for a quarter of the micro-batch at a time (1.24 GB
-     * less for GPT-2 124M at 16 x 1024); ZeRO-3 keeps the whole head */
-    mc.head_chunks = mc.sharded_params ? 0 : 4;
+     * less for GPT-2 124M at 16 x 1024), ZeRO-3 included */
+    mc.head_chunks = 4;
     GML_CHECK_GOTO(gml_gpt_create(t.be, &mc, t.B, t.T, cfg->train->recompute, &t.model), st, done);
     gml_adamw_config oc = {cfg->optim->beta1, cfg->optim->beta2, cfg->optim->eps, cfg->optim->weight_decay,
                            cfg->optim->grad_clip};
