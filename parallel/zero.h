@@ -47,7 +47,8 @@
  *            Windows: three for parameters (act) and three for gradients
  *            (f32): one sized for the embedding (unit 0: wte + wpe; tied wte
  *            is read and written by the head as well, so its gradient window
- *            lives from the head's backward to the embedding's) and two
+ *            lives from the head's backward, which runs in the training
+ *            forward with the head in pieces, to the embedding's) and two
  *            alternating for the blocks and the head (double buffering: one
  *            computes while the other transfers).
  * The global gradient norm for clipping is sqrt(sum over the group of each
