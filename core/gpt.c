@@ -276,13 +276,16 @@ size_t gml_gpt_window_elems(const gml_gpt *m, int w) {
 }
 
 gml_status gml_gpt_set_provider(gml_gpt *m, const gml_gpt_provider *p) {
-    if (p && !m->cfg.sharded_params)
-        return gml_error_set(GML_ERR_INVALID_ARG, "a parameter provider needs a model created with sharded_params");
-    if (p && (!p->prefetch || !p->acquire || !p->release || !p->grads_acquire || !p->grads_release ||
-              !p->grads_finish || !p->set_params_host || !p->get_params_host || !p->get_grads_host || !p->zero_grads))
-        return gml_error_set(GML_ERR_INVALID_ARG, "a parameter provider must fill in every function");
-    for (int u = 0; u < m->n_layers && m->cfg.sharded_params; u++) {
-        m->unit_c[u] = NULL;
+    const int params = m->cfg.sharded_params;
+    if (p && !params && !m->cfg.sharded_grads)
+        return gml_error_set(GML_ERR_INVALID_ARG, "a provider needs a model created with sharded_params or "
+                             "sharded_grads");
+    if (p && (!p->grads_acquire || !p->grads_release || !p->grads_finish || !p->get_grads_host || !p->zero_grads ||
+              (params && (!p->prefetch || !p->acquire || !p->release || !p->set_params_host || !p->get_params_host))))
+        return gml_error_set(GML_ERR_INVALID_ARG, "a provider must fill in every function (the parameter ones "
+                             "with sharded_params)");
+    for (int u = 0; u < m->n_layers && (params || m->cfg.sharded_grads); u++) {
+        if (params) m->unit_c[u] = NULL;
         m->unit_g[u] = NULL;
         m->fetching[u] = 0;
     }
@@ -295,27 +298,32 @@ gml_status gml_gpt_set_provider(gml_gpt *m, const gml_gpt_provider *p) {
 int gml_gpt_has_hooks(const gml_gpt *m) { return m->ready_fn != NULL || m->has_prov; }
 
 static gml_status need_provider(const gml_gpt *m) {
-    if (m->cfg.sharded_params && !m->has_prov)
-        return gml_error_set(GML_ERR_INVALID_ARG, "the model was created with sharded_params but has no parameter "
-                             "provider (gml_gpt_set_provider; parallel/zero.h sets it for ZeRO-3)");
+    if ((m->cfg.sharded_params || m->cfg.sharded_grads) && !m->has_prov)
+        return gml_error_set(GML_ERR_INVALID_ARG, "the model was created with sharded_%s but has no provider "
+                             "(gml_gpt_set_provider; parallel/zero.h sets it for ZeRO-2 and 3)",
+                             m->cfg.sharded_params ? "params" : "grads");
     return GML_OK;
 }
 
-/* The provider calls of the layer schedule (gpt.h); no-ops without one. */
+/* The provider serves parameters (sharded_params), not only gradients. */
+static int params_provided(const gml_gpt *m) { return m->has_prov && m->cfg.sharded_params; }
+
+/* The provider calls of the layer schedule (gpt.h); no-ops without one (the
+ * parameter calls also with a gradients-only provider). */
 static gml_status unit_prefetch(gml_gpt *m, int u) {
-    if (!m->has_prov || m->unit_c[u] || m->fetching[u]) return GML_OK;
+    if (!params_provided(m) || m->unit_c[u] || m->fetching[u]) return GML_OK;
     m->fetching[u] = 1;
     return m->prov.prefetch(m->prov.ctx, u);
 }
 
 static gml_status unit_acquire(gml_gpt *m, int u) {
-    if (!m->has_prov || m->unit_c[u]) return GML_OK;
+    if (!params_provided(m) || m->unit_c[u]) return GML_OK;
     m->fetching[u] = 0;
     return m->prov.acquire(m->prov.ctx, u, &m->unit_c[u]);
 }
 
 static gml_status unit_release(gml_gpt *m, int u) {
-    if (!m->has_prov || (!m->unit_c[u] && !m->fetching[u])) return GML_OK;
+    if (!params_provided(m) || (!m->unit_c[u] && !m->fetching[u])) return GML_OK;
     m->unit_c[u] = NULL;
     m->fetching[u] = 0;
     return m->prov.release(m->prov.ctx, u);
@@ -334,7 +342,7 @@ static gml_status unit_grads_release(gml_gpt *m, int u) {
 
 /* Give back every unit's parameters still held or on their way. */
 static gml_status release_all(gml_gpt *m) {
-    for (int u = 0; u < m->n_layers && m->has_prov; u++) GML_CHECK(unit_release(m, u));
+    for (int u = 0; u < m->n_layers && params_provided(m); u++) GML_CHECK(unit_release(m, u));
     return GML_OK;
 }
 
@@ -395,8 +403,10 @@ gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max,
     if (!cfg->sharded_params) {
         GML_CHECK_GOTO(be->iface->alloc(be, (void **)&m->master, P * 4), st, fail);
         GML_CHECK_GOTO(be->iface->memset_zero(be, m->master, P * 4), st, fail);
-        GML_CHECK_GOTO(be->iface->alloc(be, (void **)&m->grads, P * 4), st, fail);
-        GML_CHECK_GOTO(be->iface->memset_zero(be, m->grads, P * 4), st, fail);
+        if (!cfg->sharded_grads) {
+            GML_CHECK_GOTO(be->iface->alloc(be, (void **)&m->grads, P * 4), st, fail);
+            GML_CHECK_GOTO(be->iface->memset_zero(be, m->grads, P * 4), st, fail);
+        }
         if (be->act_dtype == GML_DTYPE_F32) {
             m->compute = m->master;
         } else {
@@ -405,7 +415,7 @@ gml_status gml_gpt_create(gml_backend *be, const gml_gpt_config *cfg, int B_max,
         }
         for (int u = 0; u < m->n_layers; u++) {
             m->unit_c[u] = (char *)m->compute + m->unit_lo[u] * m->as;
-            m->unit_g[u] = m->grads + m->unit_lo[u];
+            m->unit_g[u] = m->grads ? m->grads + m->unit_lo[u] : NULL;
         }
     }
     size_t act_bytes = layout_acts(m, 0);
@@ -459,7 +469,7 @@ double gml_gpt_flops_per_token(const gml_gpt *m, int T) {
 
 gml_status gml_gpt_set_params_host(gml_gpt *m, const float *host) {
     GML_CHECK(need_provider(m));
-    if (m->has_prov) return m->prov.set_params_host(m->prov.ctx, host);
+    if (params_provided(m)) return m->prov.set_params_host(m->prov.ctx, host);
     gml_backend *be = m->be;
     size_t P = m->reg.total;
     GML_CHECK(be->iface->memcpy_h2d(be, m->master, host, P * 4));
@@ -469,7 +479,7 @@ gml_status gml_gpt_set_params_host(gml_gpt *m, const float *host) {
 
 gml_status gml_gpt_get_params_host(gml_gpt *m, float *host) {
     GML_CHECK(need_provider(m));
-    if (m->has_prov) return m->prov.get_params_host(m->prov.ctx, host);
+    if (params_provided(m)) return m->prov.get_params_host(m->prov.ctx, host);
     return m->be->iface->memcpy_d2h(m->be, host, m->master, m->reg.total * 4);
 }
 

@@ -52,6 +52,9 @@ typedef struct {
                                     multiple of this (the dp size, so ZeRO shards are equal); 0 or 1: none */
     int sharded_params;          /* 1: no full-length parameter, compute or gradient buffers; a provider
                                     supplies per-unit windows (ZeRO-3, see above); 0: full buffers */
+    int sharded_grads;           /* 1 (without sharded_params): full parameter buffers, but no full
+                                    gradient buffer: a provider supplies per-unit gradient windows only
+                                    (ZeRO-2; its parameter functions are not called) */
     int head_chunks;             /* k > 1: the (N, Vp) logits exist for ceil(B_max / k) sequences at a
                                     time. A forward with targets runs the head piece by piece: logits,
                                     loss, and in a training forward (dscale != 0) at once the head's
@@ -168,12 +171,12 @@ gml_status gml_gpt_loss_accumulate(gml_gpt *m, float *acc_dev);
 gml_status gml_gpt_logits_row(gml_gpt *m, int b, int t, float *out);
 
 /* Buffers for the optimizer (device pointers, registry offsets apply);
- * NULL with sharded_params. */
+ * NULL with sharded_params (grads also with sharded_grads). */
 float *gml_gpt_master(gml_gpt *m);   /* (P) f32 */
 void *gml_gpt_compute(gml_gpt *m);   /* (P) act; == master on an f32 backend */
 float *gml_gpt_grads(gml_gpt *m);    /* (P) f32 */
 
-/* ---- units and the parameter provider (ZeRO-3; see the top of this file) ---- */
+/* ---- units and the provider (ZeRO-3: parameters and gradients; ZeRO-2: gradients only) ---- */
 int gml_gpt_num_units(const gml_gpt *m); /* L + 2 */
 /* Flat range [lo, hi) of unit u's parameters (registry offsets). */
 void gml_gpt_unit_range(const gml_gpt *m, int u, size_t *lo, size_t *hi);

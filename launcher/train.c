@@ -296,7 +296,7 @@ static gml_status train_loop(trainer *t) {
     if (t->mesh->dp > 1) {
         snprintf(line, sizeof line, "%d %s of the last step started while backward was running",
                  gml_zero_overlapped_buckets(t->opt),
-                 gml_zero_stage(t->opt) == 3 ? "layer gradient reduction(s)" : "gradient bucket(s)");
+                 gml_zero_stage(t->opt) >= 2 ? "layer gradient reduction(s)" : "gradient bucket(s)");
         GML_CHECK(info(t, "dp overlap", line));
     }
     snprintf(line, sizeof line, "best %.4f at step %d%s, last %.4f, start %.4f; %.1f s training", best_val,
@@ -344,6 +344,7 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
     GML_CHECK_GOTO(gml_comm_device_group(t.mesh->dp_c, t.be, &t.dp_dev), st, done);
     mc.shard_ways = dp;                           /* equal ZeRO shards for any parameter count */
     mc.sharded_params = pc->zero == 3 && dp > 1; /* ZeRO-3: no full parameter buffers at all */
+    mc.sharded_grads = pc->zero == 2 && dp > 1;  /* ZeRO-2: no full gradient buffer */
     /* the (N, Vp) logits for a quarter of the micro-batch at a time (1.24 GB
      * less for GPT-2 124M at 16 x 1024), ZeRO-3 included */
     mc.head_chunks = 4;
@@ -406,8 +407,9 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
     size_t state = gml_zero_state_bytes(t.opt);
     snprintf(line, sizeof line, "dp %d, zero %d: model state %zu bytes (%.1f MiB) on rank 0 (%s)%s", dp,
              gml_zero_stage(t.opt), state, state / 1048576.0,
-             gml_zero_stage(t.opt) == 3 ? "shards of params, grads, Adam moments; gather windows"
-                                        : "params, grads, Adam moments",
+             gml_zero_stage(t.opt) == 3   ? "shards of params, grads, Adam moments; gather windows"
+             : gml_zero_stage(t.opt) == 2 ? "params; shards of grads, Adam moments; gradient windows"
+                                          : "params, grads, Adam moments",
              dp == 1 || gml_zero_stage(t.opt) > 1 ? ""
              : gml_zero_embedding_gathered(t.opt) ? "; embedding gradient: token rows gathered, wte/wpe reduced early"
                                                   : "; embedding gradient: all-reduced after backward");

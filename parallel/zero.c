@@ -237,8 +237,8 @@ static gml_status z3_get_params_host(void *ctx, float *host) {
 static gml_status z3_get_grads_host(void *ctx, float *host) {
     gml_zero *z = ctx;
     (void)host;
-    return gml_error_set(GML_ERR_UNSUPPORTED, "ZeRO-3 keeps only each rank's gradient shard (1/%d); full gradients "
-                         "are not available", z->size);
+    return gml_error_set(GML_ERR_UNSUPPORTED, "ZeRO-%d keeps only each rank's gradient shard (1/%d); full "
+                         "gradients are not available", z->stage, z->size);
 }
 
 static gml_status z3_zero_grads(void *ctx) {
@@ -248,7 +248,10 @@ static gml_status z3_zero_grads(void *ctx) {
     return be->iface->memset_zero(be, z->gshard, z->S * 4);
 }
 
-static gml_status z3_create(gml_zero *z) {
+/* Stage 3: parameter and gradient windows, the parameter shards, and the
+ * provider for both; stage 2 (params 0): gradient windows and a provider
+ * for gradients only (the model keeps its full parameters). */
+static gml_status windows_create(gml_zero *z, int params) {
     gml_backend *be = gml_gpt_backend(z->model);
     z->n_units = gml_gpt_num_units(z->model);
     z->ulo = calloc((size_t)z->n_units, sizeof *z->ulo);
@@ -259,11 +262,22 @@ static gml_status z3_create(gml_zero *z) {
         z->pw[i].unit = z->gw[i].unit = -1;
         z->win_elems[i] = gml_gpt_window_elems(z->model, i);
         size_t n = z->win_elems[i] ? z->win_elems[i] : 1;
-        z->pw[i].reqs = calloc((size_t)z->size, sizeof *z->pw[i].reqs);
         z->gw[i].reqs = calloc((size_t)z->size, sizeof *z->gw[i].reqs);
-        if (!z->pw[i].reqs || !z->gw[i].reqs) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
-        GML_CHECK(be->iface->alloc(be, &z->pw[i].buf, n * z->as + ALIGN));
+        if (!z->gw[i].reqs) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
         GML_CHECK(be->iface->alloc(be, (void **)&z->gw[i].buf, n * 4 + ALIGN));
+        if (!params) continue;
+        z->pw[i].reqs = calloc((size_t)z->size, sizeof *z->pw[i].reqs);
+        if (!z->pw[i].reqs) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+        GML_CHECK(be->iface->alloc(be, &z->pw[i].buf, n * z->as + ALIGN));
+    }
+    if (!params) {
+        gml_gpt_provider g = {.ctx = z,
+                              .grads_acquire = z3_grads_acquire,
+                              .grads_release = z3_grads_release,
+                              .grads_finish = z3_grads_finish,
+                              .get_grads_host = z3_get_grads_host,
+                              .zero_grads = z3_zero_grads};
+        return gml_gpt_set_provider(z->model, &g);
     }
     GML_CHECK(be->iface->alloc(be, (void **)&z->mshard, z->S * 4));
     GML_CHECK(be->iface->memset_zero(be, z->mshard, z->S * 4));
@@ -289,9 +303,9 @@ static gml_status z3_create(gml_zero *z) {
     return gml_gpt_set_provider(z->model, &p);
 }
 
-static void z3_destroy(gml_zero *z) {
+static void windows_destroy(gml_zero *z) {
     gml_backend *be = gml_gpt_backend(z->model);
-    if (z->stage == 3) gml_gpt_set_provider(z->model, NULL);
+    if (z->stage >= 2) gml_gpt_set_provider(z->model, NULL);
     for (int i = 0; i < N_WINDOWS; i++) {
         if (z->pw[i].reqs) (void)wait_window(&z->pw[i]); /* nothing may still write into freed memory */
         (void)wait_all(z->gw[i].reqs, &z->gw[i].nreq);
@@ -325,10 +339,11 @@ gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, s
         return gml_error_set(GML_ERR_INVALID_ARG, "model buffers (%zu) are not padded to a multiple of dp = %d",
                              padded, size);
     int eff = size > 1 ? stage : 0; /* one rank: nothing to shard */
-    int sharded = gml_gpt_get_config(m)->sharded_params != 0;
-    if (sharded != (eff == 3))
+    int sharded = gml_gpt_get_config(m)->sharded_params != 0, sharded_g = gml_gpt_get_config(m)->sharded_grads != 0;
+    if (sharded != (eff == 3) || sharded_g != (eff == 2))
         return gml_error_set(GML_ERR_INVALID_ARG, "ZeRO stage %d on %d rank(s) needs a model created with "
-                             "sharded_params = %d (it has %d)", stage, size, eff == 3, sharded);
+                             "sharded_params = %d, sharded_grads = %d (it has %d, %d)", stage, size, eff == 3,
+                             eff == 2, sharded, sharded_g);
     gml_zero *z = calloc(1, sizeof *z);
     if (!z) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
     z->model = m;
@@ -347,11 +362,12 @@ gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, s
     if (z->hi > P) z->hi = P;
     gml_status st = GML_OK;
     if (z->stage == 3) {
-        GML_CHECK_GOTO(z3_create(z), st, fail);
+        GML_CHECK_GOTO(windows_create(z, 1), st, fail);
         GML_CHECK_GOTO(gml_adamw_create_shard(m, cfg, z->lo, z->hi, z->mshard,
                                               z->cshard != (void *)z->mshard ? z->cshard : NULL, &z->opt),
                        st, fail);
     } else {
+        if (z->stage == 2) GML_CHECK_GOTO(windows_create(z, 0), st, fail);
         GML_CHECK_GOTO(gml_adamw_create_range(m, cfg, z->lo, z->hi, &z->opt), st, fail);
     }
     if (z->stage >= 2) {
@@ -370,7 +386,7 @@ fail:
 void gml_zero_destroy(gml_zero *z) {
     if (!z) return;
     gml_backend *be = gml_gpt_backend(z->model);
-    z3_destroy(z);
+    windows_destroy(z);
     if (z->gshard) be->iface->free(be, z->gshard);
     gml_dp_reducer_destroy(z->red);
     gml_adamw_destroy(z->opt);
@@ -424,12 +440,9 @@ static gml_status update_and_gather(gml_zero *z, double lr, const float *g, doub
 
 gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
     const float *g; /* the gradients of [lo, hi), summed over the group */
-    if (z->stage == 3) {
+    if (z->stage >= 2) {
         g = z->gshard; /* reduced unit by unit during backward (z3_grads_release) */
         gml_zero_drop_params_host(z);
-    } else if (z->stage == 2) {
-        GML_CHECK(gml_comm_reduce_scatter_sum_f32(z->dev, gml_gpt_grads(z->model), z->gshard, z->S, NULL));
-        g = z->gshard;
     } else {
         if (z->size > 1) {
             if (!z->attached) gml_dp_reducer_begin(z->red);
@@ -487,7 +500,7 @@ gml_status gml_zero_set_embedding_grads(gml_zero *z, gml_embedding_grads mode, s
 int gml_zero_embedding_gathered(const gml_zero *z) { return z->exchange; }
 
 int gml_zero_overlapped_buckets(const gml_zero *z) {
-    if (z->stage == 3) return z->overlapped;
+    if (z->stage >= 2) return z->overlapped;
     return z->red ? gml_dp_reducer_overlapped(z->red) : 0;
 }
 
@@ -570,5 +583,9 @@ size_t gml_zero_state_bytes(const gml_zero *z) {
     }
     size_t params = z->padded * 4 + (z->as != 4 ? z->padded * z->as : 0);
     size_t grads = z->padded * 4;
+    if (z->stage == 2) { /* gradient windows instead of the full buffer */
+        grads = 0;
+        for (int i = 0; i < N_WINDOWS; i++) grads += (z->win_elems[i] ? z->win_elems[i] : 1) * 4 + ALIGN;
+    }
     return params + grads + moments + shard;
 }

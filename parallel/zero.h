@@ -18,8 +18,14 @@
  *            gml_zero_gather_params_host (whole-weight exports call it). The
  *            update and the gather go in 4 parts of the shard, each part's
  *            gather beside the next part's update.
- *   stage 2: gradients reduce-scattered into a shard buffer (half the traffic
- *            of an all-reduce); update and all-gather as in stage 1.
+ *   stage 2: the gradients are sharded too: the model is created with
+ *            sharded_grads (full parameters, no full gradient buffer) and
+ *            this module provides its gradient windows as in stage 3 below:
+ *            each layer's gradients are reduced onto the owners of their
+ *            pieces while earlier layers still compute (half the traffic of
+ *            an all-reduce) and accumulated into the gradient shard; update
+ *            and all-gather as in stage 1. Gradient accumulation reduces
+ *            every micro-step (as stage 3).
  *   stage 3: the parameters are sharded too. The model is created with
  *            sharded_params (no full-length buffer of any kind) and this module
  *            is its parameter provider (core/gpt.h): a rank holds the fp32
@@ -59,16 +65,19 @@
  * of unit 0 = (Vp + block_size) C, K = elements of a block = 12 C^2 + 13 C):
  *   stage 0: (4 + 4 + [a != 4] a) Pp + 8 P
  *   stage 1: (4 + 4 + [a != 4] a) Pp + 8 S
- *   stage 2: (4 + 4 + [a != 4] a) Pp + 12 S
+ *   stage 2: (4 + [a != 4] a) Pp + 12 S + 4 (E + 2 K) + 3 * 256
  *   stage 3: (16 + [a != 4] a) S + (a + 4) (E + 2 K) + 6 * 256
  *            (n_layer >= 2; one layer: E + K + 2 C, the head's ln_f filling
  *            the second window; 256 bytes of slack per window keep every
  *            parameter at the alignment it has in full buffers, so kernels
  *            and cuBLASLt's choices are those of stages 0-2)
  * (full master, gradients and compute copy, plus moments 8 per owned
- * element, the gradient shard 4 S in stages 2 and 3; stage 3 replaces the
- * full buffers by the shards and the windows). On the CPU backend that is
- * 16 P, 8 P + 8 P/dp, 8 P + 12 P/dp and 16 P/dp + 8 (E + 2 K) + 1536.
+ * element, the gradient shard 4 S in stages 2 and 3; stage 2 replaces the
+ * full gradients by three f32 windows, stage 3 all full buffers by the
+ * shards and the windows). On the CPU backend that is 16 P, 8 P + 8 P/dp,
+ * 4 P + 12 P/dp + 4 (E + 2 K) + 768 and 16 P/dp + 8 (E + 2 K) + 1536. For
+ * GPT-2 124M in bf16 at dp = 2: 1.74 GB (stage 1), 1.71 GB (2), 1.44 GB (3);
+ * at dp = 4: 1.49, 1.33, 0.88 GB (stage 0: 2.24 GB at any dp).
  * gml_zero_state_bytes reports what was actually allocated (rank 0's
  * shard is a full S; the moments of a range that is all padding keep one
  * element).

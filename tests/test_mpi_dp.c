@@ -114,14 +114,17 @@ static size_t predicted_state(size_t P, size_t Vp, int dp, int zero) {
     size_t padded = (P + (size_t)dp - 1) / (size_t)dp * (size_t)dp, S = padded / (size_t)dp;
     size_t C = N_EMBD;
     if (dp == 1 || zero == 0) return 4 * padded + 4 * padded + 8 * P; /* params, grads, moments */
-    if (zero < 3) return 4 * padded + 4 * padded + 8 * S + (zero == 2 ? 4 * S : 0);
-    /* stage 3: master, moments, gradient shard; then windows of parameters
-     * and of gradients (4 + 4 bytes) for the embedding (wte + wpe) and two
-     * for blocks (ln1, qkv, proj, ln2, fc, fc proj: 12 C^2 + 13 C), each with
-     * 256 bytes of alignment slack */
+    if (zero == 1) return 4 * padded + 4 * padded + 8 * S;
+    /* windows for the embedding (wte + wpe) and two for blocks (ln1, qkv,
+     * proj, ln2, fc, fc proj: 12 C^2 + 13 C), each with 256 bytes of
+     * alignment slack */
     size_t E = (Vp + BLOCK) * C, K = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C + (4 * C * C + 4 * C) +
                                      (4 * C * C + C);
     assert_true(N_LAYER >= 2); /* else the second block window holds ln_f only */
+    /* stage 2: params, moments, gradient shard, gradient windows (4 bytes) */
+    if (zero == 2) return 4 * padded + 8 * S + 4 * S + 4 * (E + 2 * K) + 3 * 256;
+    /* stage 3: master, moments, gradient shard; windows of parameters and of
+     * gradients (4 + 4 bytes) */
     return 4 * S + 8 * S + 4 * S + 8 * (E + 2 * K) + 6 * 256;
 }
 
@@ -154,7 +157,7 @@ static size_t train_with(int np, int per_rank, int zero, const char *extra, cons
         printf("dp=%d zero=%d: %zu buckets started during backward\n", np, zero, ov);
         assert_true(ov >= 5);
     }
-    if (np > 1 && zero == 3) { /* every layer's but the embedding's (the last) */
+    if (np > 1 && zero >= 2) { /* every layer's but the embedding's (the last) */
         size_t ov = after(out, "dp overlap: ");
         printf("dp=%d zero=%d: %zu layer gradient reductions started during backward\n", np, zero, ov);
         assert_int_equal(ov, N_LAYER + 1);
