@@ -168,6 +168,15 @@ static int same_steps(const curve *a, const curve *b, const char *what) {
     return n;
 }
 
+/* same_steps of the run in DIR/tag against ref (its STEPS steps). */
+static int run_matching(const curve *ref, const char *tag, const char *what) {
+    char path[4096];
+    curve c;
+    snprintf(path, sizeof path, "%s/%s", dir, tag);
+    read_curve(path, &c, STEPS);
+    return same_steps(ref, &c, what);
+}
+
 /* The steps a killed run logged completely (its metrics.jsonl ends with a
  * newline) that match ref; 0 when the file is missing or torn. got: scratch. */
 static int compare_if_complete(const char *out_dir, const curve *ref, curve *got, int max_steps, const char *what) {
@@ -294,10 +303,7 @@ static void test_damaged_checkpoints(void **state) {
     assert_non_null(strstr(out, "falling back to the previous one"));
     assert_non_null(strstr(out, "step_00000015/state.h5 (step 15)"));
     free(out);
-    curve c;
-    snprintf(file, sizeof file, "%s/after_flip", dir);
-    read_curve(file, &c, STEPS);
-    assert_int_equal(same_steps(&g_straight, &c, "resumed from 15 after a flipped byte"), 5);
+    assert_int_equal(run_matching(&g_straight, "after_flip", "resumed from 15 after a flipped byte"), 5);
     /* an explicit damaged path: exit 2 naming file and tensor */
     copy_dir(src, ck);
     snprintf(file, sizeof file, "%s/step_00000020/rank_00000.h5", ck);
@@ -561,10 +567,7 @@ static void test_format_v1(void **state) {
     out = gml(args, 0);
     expect(out, "step_00000015/state.h5 (step 15)", "resume from version 1");
     free(out);
-    curve c;
-    snprintf(path, sizeof path, "%s/from_v1", dir);
-    read_curve(path, &c, STEPS);
-    assert_int_equal(same_steps(&g_straight, &c, "resumed from a version 1 checkpoint"), 5);
+    assert_int_equal(run_matching(&g_straight, "from_v1", "resumed from a version 1 checkpoint"), 5);
     printf("format_version 1: same content digest as the version 2 original, 5 resumed steps bit-identical\n");
 }
 
@@ -663,10 +666,7 @@ static void test_rank_files(void **state) {
            "auto past a missing rank file");
     expect(out, "step_00000015/state.h5 (step 15)", "auto past a missing rank file");
     free(out);
-    curve c;
-    snprintf(file, sizeof file, "%s/rf_missing", dir);
-    read_curve(file, &c, STEPS);
-    assert_int_equal(same_steps(&g_dp2, &c, "dp=2 resumed past a missing rank file"), 5);
+    assert_int_equal(run_matching(&g_dp2, "rf_missing", "dp=2 resumed past a missing rank file"), 5);
 
     /* a flipped byte in rank 1's file: named with the tensor */
     copy_dir(src, ck);
@@ -739,7 +739,7 @@ static char *faulty_run(const char *fault, const char *extra_env, const char *ck
 
 static void test_writer_faults(void **state) {
     (void)state;
-    char ck[1024], args[8192], path[4096], *out;
+    char ck[1024], args[8192], *out;
     snprintf(ck, sizeof ck, "%s/wf_ckpt", dir);
     out = faulty_run("fail", "", ck);
     expect(out, "gml-dist: rank 1/2 on ", "failing writer");
@@ -753,10 +753,7 @@ static void test_writer_faults(void **state) {
     if (rc != 0) fail_msg("resume after a failed writer: exit %d\n%s", rc, out);
     expect(out, "step_00000005/state.h5 (step 5)", "resume after a failed writer");
     free(out);
-    curve c;
-    snprintf(path, sizeof path, "%s/wf_after", dir);
-    read_curve(path, &c, STEPS);
-    assert_int_equal(same_steps(&g_dp2, &c, "dp=2 resumed after a failed writer"), 15);
+    assert_int_equal(run_matching(&g_dp2, "wf_after", "dp=2 resumed after a failed writer"), 15);
     out = faulty_run("hang", "GML_CKPT_COMMIT_TIMEOUT_S=2", ck);
     expect(out, "no commit marker from dp rank(s) 1 of 2 after 2 s", "hanging writer");
     expect(out, "(step 10 not committed)", "hanging writer");
