@@ -54,6 +54,7 @@ struct gml_zero {
     gml_dp_reducer *red; /* stages 0 and 1: bucketed all-reduce, overlapped with backward */
     int attached;        /* the reducer is hooked into this step's last backward */
     int exchange;        /* stages 0, 1: the embedding's rows are gathered, wte/wpe reduced early */
+    int gather_parts;    /* stages 1, 2: the update and the parameter gather in this many parts */
     int master_stale;    /* stages 1, 2 on a bf16 backend: the full master is current in the own shard
                           * only (the step gathers the compute copy); gml_zero_gather_params_host */
 
@@ -324,6 +325,8 @@ static void windows_destroy(gml_zero *z) {
 /* ------------------------------------------------------------------ */
 /* lifetime */
 
+static int gather_parts_wanted(void); /* the step's, below */
+
 gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, size_t bucket_elems,
                            const gml_adamw_config *cfg, gml_zero **out) {
     *out = NULL;
@@ -356,6 +359,7 @@ gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, s
     z->padded = padded;
     z->S = padded / (size_t)size;
     z->as = gml_dtype_size(be->act_dtype);
+    z->gather_parts = gather_parts_wanted();
     z->lo = z->stage > 0 ? (size_t)z->rank * z->S : 0;
     z->hi = z->stage > 0 ? z->lo + z->S : P;
     if (z->lo > P) z->lo = P; /* a shard of pure padding */
@@ -403,11 +407,12 @@ void gml_zero_destroy(gml_zero *z) {
  * the master itself on an f32 one. In GATHER_PARTS parts of the shard: part
  * j of every shard is sent while AdamW updates part j + 1 (the comm stream
  * runs beside the compute stream), so only the last part's gather is left
- * after AdamW. GML_ZERO_GATHER_PARTS=1..GATHER_PARTS in the environment
- * sets the number (measurements: 1 = the gather after the whole update). */
+ * after AdamW. GML_ZERO_GATHER_PARTS=1..GATHER_PARTS in the environment,
+ * read by gml_zero_create, sets the number (measurements: 1 = the gather
+ * after the whole update). */
 #define GATHER_PARTS 4
 
-static int gather_parts(void) {
+static int gather_parts_wanted(void) {
     const char *e = getenv("GML_ZERO_GATHER_PARTS");
     int n = e ? atoi(e) : GATHER_PARTS;
     return n >= 1 && n <= GATHER_PARTS ? n : GATHER_PARTS;
@@ -420,7 +425,7 @@ static gml_status update_and_gather(gml_zero *z, double lr, const float *g, doub
     size_t es = z->as;
     if (compute == (void *)master) es = 4;
     else z->master_stale = 1;
-    const int parts = gather_parts();
+    const int parts = z->gather_parts;
     size_t part = (z->S + (size_t)parts - 1) / (size_t)parts;
     GML_CHECK(gml_adamw_set_parts(z->opt, parts, part));
     GML_CHECK(gml_adamw_begin_step(z->opt, lr, norm));
