@@ -115,6 +115,16 @@ static void test_fault(int rank, int done) {
     raise(strcmp(kind, "STOP") == 0 ? SIGSTOP : SIGKILL);
 }
 
+/* The ZeRO stage to run: the configured one, except stage 0 on one rank
+ * (nothing to shard). Measurement hook, documented in README:
+ * GML_ZERO_ONE_RANK=1 keeps the configured stage on one rank, its windows,
+ * gathers and reductions with oneself included: the stage's cost without
+ * communication, on one GPU. */
+static int zero_stage_for(int zero, int dp) {
+    const char *v = getenv("GML_ZERO_ONE_RANK");
+    return dp > 1 || (v && !strcmp(v, "1")) ? zero : 0;
+}
+
 /* A one-off fact: on stdout and in metrics.jsonl (rank 0). */
 static gml_status info(trainer *t, const char *key, const char *value) {
     if (!t->rank0) return GML_OK;
@@ -342,9 +352,10 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
     if (t.rank0) GML_CHECK_GOTO(gml_mkdir_p(cfg->train->out_dir), st, done);
     GML_CHECK_GOTO(gml_backend_create(cfg->train->device, local_rank, &t.be), st, done);
     GML_CHECK_GOTO(gml_comm_device_group(t.mesh->dp_c, t.be, &t.dp_dev), st, done);
-    mc.shard_ways = dp;                           /* equal ZeRO shards for any parameter count */
-    mc.sharded_params = pc->zero == 3 && dp > 1; /* ZeRO-3: no full parameter buffers at all */
-    mc.sharded_grads = pc->zero == 2 && dp > 1;  /* ZeRO-2: no full gradient buffer */
+    const int zero = zero_stage_for(pc->zero, dp);
+    mc.shard_ways = dp;            /* equal ZeRO shards for any parameter count */
+    mc.sharded_params = zero == 3; /* ZeRO-3: no full parameter buffers at all */
+    mc.sharded_grads = zero == 2;  /* ZeRO-2: no full gradient buffer */
     /* the (N, Vp) logits for a quarter of the micro-batch at a time (1.24 GB
      * less for GPT-2 124M at 16 x 1024), ZeRO-3 included */
     mc.head_chunks = 4;
@@ -352,7 +363,7 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
     gml_adamw_config oc = {cfg->optim->beta1, cfg->optim->beta2, cfg->optim->eps, cfg->optim->weight_decay,
                            cfg->optim->grad_clip};
     size_t bucket = (size_t)(pc->bucket_mib * 1048576.0 / 4.0);
-    GML_CHECK_GOTO(gml_zero_create(t.model, t.mesh->dp_c, t.dp_dev, pc->zero, bucket ? bucket : 1, &oc, &t.opt), st,
+    GML_CHECK_GOTO(gml_zero_create(t.model, t.mesh->dp_c, t.dp_dev, zero, bucket ? bucket : 1, &oc, &t.opt), st,
                    done);
     gml_embedding_grads eg = !strcmp(pc->embedding_grads, "gather")   ? GML_EMBEDDING_GATHER
                              : !strcmp(pc->embedding_grads, "reduce") ? GML_EMBEDDING_REDUCE

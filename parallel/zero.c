@@ -341,18 +341,16 @@ gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, s
     if (padded % (size_t)size != 0)
         return gml_error_set(GML_ERR_INVALID_ARG, "model buffers (%zu) are not padded to a multiple of dp = %d",
                              padded, size);
-    int eff = size > 1 ? stage : 0; /* one rank: nothing to shard */
     int sharded = gml_gpt_get_config(m)->sharded_params != 0, sharded_g = gml_gpt_get_config(m)->sharded_grads != 0;
-    if (sharded != (eff == 3) || sharded_g != (eff == 2))
-        return gml_error_set(GML_ERR_INVALID_ARG, "ZeRO stage %d on %d rank(s) needs a model created with "
-                             "sharded_params = %d, sharded_grads = %d (it has %d, %d)", stage, size, eff == 3,
-                             eff == 2, sharded, sharded_g);
+    if (sharded != (stage == 3) || sharded_g != (stage == 2))
+        return gml_error_set(GML_ERR_INVALID_ARG, "ZeRO stage %d needs a model created with sharded_params = %d, "
+                             "sharded_grads = %d (it has %d, %d)", stage, stage == 3, stage == 2, sharded, sharded_g);
     gml_zero *z = calloc(1, sizeof *z);
     if (!z) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
     z->model = m;
     z->dp = dp;
     z->dev = dev;
-    z->stage = eff;
+    z->stage = stage;
     z->rank = gml_comm_rank(dp);
     z->size = size;
     z->P = P;

@@ -99,10 +99,13 @@ extern "C" {
 
 typedef struct gml_zero gml_zero;
 
-/* The model must have been created with shard_ways == gml_comm_size(dp) (or
- * 1 when dp has one rank), and with sharded_params = 1 exactly when stage is
- * 3 and dp has more than one rank (one rank: stage 0 is used whatever the
- * stage asked). dev: gml_comm_device_group(dp, backend). Stage 3 installs
+/* The model must have been created with shard_ways == gml_comm_size(dp),
+ * sharded_params = 1 exactly when stage is 3 and sharded_grads = 1 exactly
+ * when it is 2. The stage is taken as given: on a one-rank group it runs
+ * its whole machinery (windows, gathers, reductions with oneself) and gives
+ * stage 0's results (the launcher asks for stage 0 there; tests and
+ * measurements on one GPU do not). dev: gml_comm_device_group(dp,
+ * backend). Stage 3 installs
  * itself as the model's parameter provider; set the weights after this
  * (gml_gpt_init_weights / gml_zero_restore). */
 gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, size_t bucket_elems,

@@ -8,7 +8,9 @@
  * recording's); also with the embedding's token rows gathered (NCCL
  * all-gathers in the recording) instead of its gradient reduced last. Every
  * dp > 1 GPU run takes this path; test_gpu_multi checks it across GPUs.
- * And NCCL point to point (comm.h's sendrecv) with oneself. Skipped (exit 77) without a CUDA device. */
+ * And NCCL point to point (comm.h's sendrecv) with oneself; and ZeRO
+ * stages 1-3 on the one-rank NCCL group against stage 0 (bf16: the same
+ * bits without clipping; tests/zero_one_rank.h). Skipped (exit 77) without a CUDA device. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +27,7 @@
 #include "core/optim.h"
 #include "core/rng.h"
 #include "parallel/dp.h"
+#include "zero_one_rank.h"
 
 /* ------------------------------------------------------------------ */
 /* one GPU: the reducer recorded into the micro-step's graph */
@@ -193,6 +196,13 @@ static void test_nccl_sendrecv_self(void **state) {
     gml_comm_destroy(world);
 }
 
+/* the GPU paths of ZeRO 1-3 (windows, NCCL gathers and reduces with
+ * oneself, AdamW and the gather in parts) against stage 0 */
+static void test_zero_stages_one_rank(void **state) {
+    (void)state;
+    zero_stages_on_one_rank("cuda");
+}
+
 int main(void) {
     if (gml_backend_cuda_device_count() == 0) {
         printf("SKIP: no CUDA device\n");
@@ -203,7 +213,8 @@ int main(void) {
         return 1;
     }
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_reducer_recorded_in_graph),
-                                       cmocka_unit_test(test_nccl_sendrecv_self)};
+                                       cmocka_unit_test(test_nccl_sendrecv_self),
+                                       cmocka_unit_test(test_zero_stages_one_rank)};
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     gml_comm_finalize();
     return failed;

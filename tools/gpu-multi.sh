@@ -3,7 +3,8 @@
 # build; bf16 parity of dp=N against one GPU on the same global batch
 # (shakespeare-char, 50 steps); then GPT-2 124M at 16 x 1024 tokens per GPU
 # per step (steps 26-50 of 50): tokens/s, scaling efficiency and peak memory
-# for 1..N GPUs x ZeRO 0/1/2/3 (variants need the 1-GPU row of the same
+# for 1..N GPUs x ZeRO 0/1/2/3 (1 GPU, ZeRO 1-3: GML_ZERO_ONE_RANK=1, each
+# stage's machinery without communication, against 1-GPU ZeRO-0) (variants need the 1-GPU row of the same
 # call for their efficiency: run them with "scale"); then the NCCL watchdog: rank 1 SIGSTOPped after step 5, parallel.timeout_s=10.
 # Usage: tools/gpu-multi.sh OUTDIR [N] [PARTS]
 #   PARTS: comma-separated subset of tests,parity,scale,variants,hang (default
@@ -56,11 +57,12 @@ scale() { # scale N ZERO LABEL "KEY=VALUE ..." [ENV=VALUE ...]: one 50-step GPT-
   printf "%-6s %-5s %-28s %-12s %s | %s\n" $n $z "$label" "$tok" "$(echo "$line" | grep -oE 'mem [0-9.]+ [GM]iB')" "$mem" | tee -a "$out/scaling.txt"
 }
 want scale && for n in $(seq 1 $N); do for z in 0 1 2 3; do
-  [ $n -eq 1 ] && [ $z -gt 0 ] && continue
+  # one GPU: ZeRO 1-3 on a one-rank group, the stage's cost without communication
+  if [ $n -eq 1 ] && [ $z -gt 0 ]; then scale 1 $z one-rank "" GML_ZERO_ONE_RANK=1; continue; fi
   scale $n $z default ""
 done; done
 efficiency() { # each row's tokens/s against (GPUs x the 1-GPU default row of this call)
-  awk '$1 == 1 && $3 == "default" { one = $4 + 0 } NR > 1 && one > 0 && $1 > 1 {
+  awk '$1 == 1 && $3 == "default" { one = $4 + 0 } NR > 1 && one > 0 && ($1 > 1 || $3 != "default") {
          printf "%s GPUs zero %s %-28s %7.1fk tok/s  efficiency %.1f%%\n", $1, $2, $3, $4 + 0, 100 * ($4 + 0) / ($1 * one) }' \
     "$out/scaling.txt"
 }
