@@ -67,9 +67,11 @@ int gml_comm_size(const gml_comm *c);
 
 /* buf[i] = sum over the group of buf[i] (f32, in place). */
 gml_status gml_comm_allreduce_sum_f32(gml_comm *c, float *buf, size_t n, gml_comm_req **req);
-/* buf[i] on `root` = sum over the group of buf[i] (f32, in place); the other
- * ranks' buf is left as it was (MPI) or unspecified (NCCL): send-only there. */
-gml_status gml_comm_reduce_sum_f32(gml_comm *c, float *buf, size_t n, int root, gml_comm_req **req);
+/* recv[i] on `root` = sum over the group of send[i] (f32). recv matters on
+ * root only (elsewhere it may be NULL); recv == send is in place. The other
+ * ranks' send is left as it was (MPI) or unspecified (NCCL in place). */
+gml_status gml_comm_reduce_sum_f32(gml_comm *c, const float *send, float *recv, size_t n, int root,
+                                   gml_comm_req **req);
 /* recv (recv_n) = this rank's block of the sum of every rank's send
  * (size * recv_n); rank r gets elements [r*recv_n, (r+1)*recv_n). */
 gml_status gml_comm_reduce_scatter_sum_f32(gml_comm *c, const float *send, float *recv, size_t recv_n,
@@ -88,6 +90,11 @@ gml_status gml_comm_allgather_strided(gml_comm *c, void *buf, size_t block_bytes
                                       gml_comm_req **req);
 /* bytes of buf from `root` to everyone. */
 gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req);
+/* The same out of place: root's send into every rank's recv, root's own
+ * included (send matters on root only and may be NULL elsewhere; it must
+ * not overlap recv unless it equals it). */
+gml_status gml_comm_broadcast_from(gml_comm *c, const void *send, void *recv, size_t bytes, int root,
+                                   gml_comm_req **req);
 gml_status gml_comm_barrier(gml_comm *c);
 
 /* Point to point (pipeline stages pass activations to their neighbours).

@@ -39,10 +39,11 @@ double gml_comm_timeout_s(void);
 gml_status gml_nccl_init(gml_comm *c);
 void gml_nccl_destroy(gml_comm *c);
 gml_status gml_nccl_allreduce(gml_comm *c, float *buf, size_t n, gml_comm_req **req);
-gml_status gml_nccl_reduce(gml_comm *c, float *buf, size_t n, int root, gml_comm_req **req);
+gml_status gml_nccl_reduce(gml_comm *c, const float *send, float *recv, size_t n, int root, gml_comm_req **req);
 gml_status gml_nccl_reduce_scatter(gml_comm *c, const float *send, float *recv, size_t n, gml_comm_req **req);
 gml_status gml_nccl_allgather(gml_comm *c, const void *send, void *recv, size_t bytes, gml_comm_req **req);
-gml_status gml_nccl_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req);
+gml_status gml_nccl_broadcast(gml_comm *c, const void *send, void *recv, size_t bytes, int root,
+                              gml_comm_req **req);
 gml_status gml_nccl_allgather_strided(gml_comm *c, void *buf, size_t block_bytes, size_t stride_bytes,
                                       gml_comm_req **req);
 /* send (to >= 0) and / or receive (from >= 0) in one NCCL group */

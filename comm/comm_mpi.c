@@ -270,12 +270,16 @@ gml_status gml_comm_allreduce_sum_f32(gml_comm *c, float *buf, size_t n, gml_com
     return finish(c, r, "allreduce", req);
 }
 
-gml_status gml_comm_reduce_sum_f32(gml_comm *c, float *buf, size_t n, int root, gml_comm_req **req) {
-    if (c->nccl) return gml_nccl_reduce(c, buf, n, root, req);
+gml_status gml_comm_reduce_sum_f32(gml_comm *c, const float *send, float *recv, size_t n, int root,
+                                   gml_comm_req **req) {
+    if (c->rank == root && !recv)
+        return gml_error_set(GML_ERR_INVALID_ARG, "reduce onto rank %d of group '%s' without a receive buffer", root,
+                             c->name);
+    if (c->nccl) return gml_nccl_reduce(c, send, recv, n, root, req);
     GML_CHECK(count_ok(n, "reduce", c));
     MPI_Request r;
-    const void *send = c->rank == root ? MPI_IN_PLACE : (const void *)buf;
-    MPI_TRY(MPI_Ireduce(send, c->rank == root ? buf : NULL, (int)n, MPI_FLOAT, MPI_SUM, root, c->mpi, &r), "reduce",
+    const void *s = c->rank == root && send == recv ? MPI_IN_PLACE : (const void *)send;
+    MPI_TRY(MPI_Ireduce(s, c->rank == root ? recv : NULL, (int)n, MPI_FLOAT, MPI_SUM, root, c->mpi, &r), "reduce",
             c);
     return finish(c, r, "reduce", req);
 }
@@ -324,10 +328,19 @@ gml_status gml_comm_allgather_strided(gml_comm *c, void *buf, size_t block_bytes
 }
 
 gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req) {
-    if (c->nccl) return gml_nccl_broadcast(c, buf, bytes, root, req);
+    return gml_comm_broadcast_from(c, buf, buf, bytes, root, req);
+}
+
+gml_status gml_comm_broadcast_from(gml_comm *c, const void *send, void *recv, size_t bytes, int root,
+                                   gml_comm_req **req) {
+    if (c->rank == root && !send)
+        return gml_error_set(GML_ERR_INVALID_ARG, "broadcast from rank %d of group '%s' without a send buffer", root,
+                             c->name);
+    if (c->nccl) return gml_nccl_broadcast(c, send, recv, bytes, root, req);
     GML_CHECK(count_ok(bytes, "broadcast", c));
+    if (c->rank == root && send != recv) memcpy(recv, send, bytes); /* MPI groups move host memory */
     MPI_Request r;
-    MPI_TRY(MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, c->mpi, &r), "broadcast", c);
+    MPI_TRY(MPI_Ibcast(recv, (int)bytes, MPI_BYTE, root, c->mpi, &r), "broadcast", c);
     return finish(c, r, "broadcast", req);
 }
 

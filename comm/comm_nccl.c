@@ -233,9 +233,11 @@ gml_status gml_nccl_allreduce(gml_comm *c, float *buf, size_t n, gml_comm_req **
     return end(c, "allreduce", req);
 }
 
-gml_status gml_nccl_reduce(gml_comm *c, float *buf, size_t n, int root, gml_comm_req **req) {
+gml_status gml_nccl_reduce(gml_comm *c, const float *send, float *recv, size_t n, int root, gml_comm_req **req) {
     GML_CHECK(begin(c));
-    NCCL_TRY(ncclReduce(buf, buf, n, ncclFloat32, ncclSum, root, (ncclComm_t)c->nccl, (cudaStream_t)c->stream),
+    /* recv is used on root only; NCCL wants a pointer everywhere */
+    void *r = c->rank == root ? (void *)recv : (void *)send;
+    NCCL_TRY(ncclReduce(send, r, n, ncclFloat32, ncclSum, root, (ncclComm_t)c->nccl, (cudaStream_t)c->stream),
              "reduce", c);
     return end(c, "reduce", req);
 }
@@ -255,9 +257,12 @@ gml_status gml_nccl_allgather(gml_comm *c, const void *send, void *recv, size_t 
     return end(c, "allgather", req);
 }
 
-gml_status gml_nccl_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gml_comm_req **req) {
+gml_status gml_nccl_broadcast(gml_comm *c, const void *send, void *recv, size_t bytes, int root,
+                              gml_comm_req **req) {
     GML_CHECK(begin(c));
-    NCCL_TRY(ncclBroadcast(buf, buf, bytes, ncclUint8, root, (ncclComm_t)c->nccl, (cudaStream_t)c->stream),
+    /* send is used on root only; NCCL wants a pointer everywhere */
+    const void *s = c->rank == root ? send : recv;
+    NCCL_TRY(ncclBroadcast(s, recv, bytes, ncclUint8, root, (ncclComm_t)c->nccl, (cudaStream_t)c->stream),
              "broadcast", c);
     return end(c, "broadcast", req);
 }

@@ -27,7 +27,7 @@ typedef struct {
 /* Stage 3: the f32 gradient window of one unit at a time. */
 typedef struct {
     int unit;          /* -1: free */
-    int reducing;      /* released: its reduces are in flight (reqs) and the own piece not yet in the shard */
+    int reducing;      /* released: its reduces are in flight (reqs); the own piece's lands in the shard */
     int nreq;          /* reduces in flight: one per owner of a piece of the unit */
     gml_comm_req **reqs; /* (dp) */
     float *buf;        /* (gml_gpt_window_elems) f32, + ALIGN bytes */
@@ -62,7 +62,8 @@ struct gml_zero {
     float *mshard;   /* (S) f32 master weights of [rank*S, (rank+1)*S); padding 0 */
     void *cshard;    /* (S) act compute copy; == mshard on an f32 backend */
     int n_units;
-    size_t *ulo, *uhi; /* (n_units) flat range of each unit */
+    size_t *ulo, *uhi;   /* (n_units) flat range of each unit */
+    unsigned char *summed; /* (n_units) the unit's piece of gshard was reduced into since the last zero_grads */
     param_window pw[N_WINDOWS];
     grad_window gw[N_WINDOWS];
     size_t win_elems[N_WINDOWS];
@@ -106,7 +107,6 @@ static gml_status z3_prefetch(void *ctx, int u) {
     if (w->unit >= 0)
         return gml_error_set(GML_ERR_INTERNAL, "ZeRO-3: the parameter window for unit %d still holds unit %d", u,
                              w->unit);
-    gml_backend *be = gml_gpt_backend(z->model);
     size_t lo = z->ulo[u], hi = z->uhi[u];
     w->unit = u;
     w->ready = 0;
@@ -118,10 +118,10 @@ static gml_status z3_prefetch(void *ctx, int u) {
         piece(z, lo, hi, k, &a, &b);
         if (a == b) continue;
         char *dst = (char *)unit_base(w->buf, lo, z->as) + (a - lo) * z->as;
-        if (k == z->rank)
-            GML_CHECK(be->iface->memcpy_d2d(be, dst, (char *)z->cshard + (a - (size_t)k * z->S) * z->as,
-                                            (b - a) * z->as));
-        GML_CHECK(gml_comm_broadcast(z->dev, dst, (b - a) * z->as, k, &w->reqs[w->nreq]));
+        /* the owner's piece goes from its shard (the collective's copy, on
+         * the comm stream, not one on compute) */
+        const void *own = k == z->rank ? (char *)z->cshard + (a - (size_t)k * z->S) * z->as : NULL;
+        GML_CHECK(gml_comm_broadcast_from(z->dev, own, dst, (b - a) * z->as, k, &w->reqs[w->nreq]));
         w->nreq++;
     }
     return GML_OK;
@@ -146,17 +146,11 @@ static gml_status z3_release(void *ctx, int u) {
     return GML_OK;
 }
 
-/* A released gradient window: wait for its reduction, move the own piece
- * into the gradient shard, free the window. */
+/* A released gradient window: wait for its reductions (the own piece's
+ * landed in the gradient shard), free the window. */
 static gml_status settle(gml_zero *z, grad_window *w) {
     if (w->unit < 0 || !w->reducing) return GML_OK;
-    gml_backend *be = gml_gpt_backend(z->model);
-    size_t lo = z->ulo[w->unit], hi = z->uhi[w->unit], a, b;
     GML_CHECK(wait_all(w->reqs, &w->nreq));
-    piece(z, lo, hi, z->rank, &a, &b);
-    if (b > a)
-        GML_CHECK(be->iface->memcpy_d2d(be, z->gshard + (a - (size_t)z->rank * z->S), w->base + (a - lo),
-                                        (b - a) * 4));
     w->unit = -1;
     w->reducing = 0;
     return GML_OK;
@@ -172,11 +166,12 @@ static gml_status z3_grads_acquire(void *ctx, int u, float **base) {
     gml_backend *be = gml_gpt_backend(z->model);
     size_t lo = z->ulo[u], hi = z->uhi[u], a, b;
     /* zeros, except the own piece: the gradients accumulated so far, to which
-     * this backward's sum over the group is added by the reduction */
+     * this backward's sum over the group is added by the reduction (nothing
+     * to copy until the unit's first reduction after zero_grads) */
     w->base = unit_base(w->buf, lo, 4);
     GML_CHECK(be->iface->memset_zero(be, w->base, (hi - lo) * 4));
     piece(z, lo, hi, z->rank, &a, &b);
-    if (b > a)
+    if (b > a && z->summed[u])
         GML_CHECK(be->iface->memcpy_d2d(be, w->base + (a - lo), z->gshard + (a - (size_t)z->rank * z->S),
                                         (b - a) * 4));
     w->unit = u;
@@ -191,16 +186,19 @@ static gml_status z3_grads_release(void *ctx, int u) {
     if (w->unit != u || w->reducing)
         return gml_error_set(GML_ERR_INTERNAL, "ZeRO-3: gradients of unit %d released but not held", u);
     /* each piece is summed onto its owner only (a reduce per owner, in rank
-     * order on every rank): half the traffic of an all-reduce of the window */
+     * order on every rank): half the traffic of an all-reduce of the window;
+     * the own piece's sum goes straight into the gradient shard */
     size_t lo = z->ulo[u], hi = z->uhi[u];
     w->reducing = 1;
     for (int k = (int)(lo / z->S); k < z->size && (size_t)k * z->S < hi; k++) {
         size_t a, b;
         piece(z, lo, hi, k, &a, &b);
         if (a == b) continue;
-        GML_CHECK(gml_comm_reduce_sum_f32(z->dev, w->base + (a - lo), b - a, k, &w->reqs[w->nreq]));
+        float *own = k == z->rank ? z->gshard + (a - (size_t)k * z->S) : NULL;
+        GML_CHECK(gml_comm_reduce_sum_f32(z->dev, w->base + (a - lo), own, b - a, k, &w->reqs[w->nreq]));
         w->nreq++;
     }
+    z->summed[u] = 1;
     z->reductions++;
     return GML_OK;
 }
@@ -246,6 +244,7 @@ static gml_status z3_zero_grads(void *ctx) {
     gml_zero *z = ctx;
     gml_backend *be = gml_gpt_backend(z->model);
     for (int i = 0; i < N_WINDOWS; i++) GML_CHECK(settle(z, &z->gw[i])); /* nothing may land in it later */
+    memset(z->summed, 0, (size_t)z->n_units);
     return be->iface->memset_zero(be, z->gshard, z->S * 4);
 }
 
@@ -257,7 +256,8 @@ static gml_status windows_create(gml_zero *z, int params) {
     z->n_units = gml_gpt_num_units(z->model);
     z->ulo = calloc((size_t)z->n_units, sizeof *z->ulo);
     z->uhi = calloc((size_t)z->n_units, sizeof *z->uhi);
-    if (!z->ulo || !z->uhi) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+    z->summed = calloc((size_t)z->n_units, 1);
+    if (!z->ulo || !z->uhi || !z->summed) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
     for (int u = 0; u < z->n_units; u++) gml_gpt_unit_range(z->model, u, &z->ulo[u], &z->uhi[u]);
     for (int i = 0; i < N_WINDOWS; i++) {
         z->pw[i].unit = z->gw[i].unit = -1;
@@ -319,6 +319,7 @@ static void windows_destroy(gml_zero *z) {
     if (z->mshard) be->iface->free(be, z->mshard);
     free(z->ulo);
     free(z->uhi);
+    free(z->summed);
     free(z->host_params);
 }
 

@@ -119,9 +119,18 @@ static void test_collectives(void **state) {
     for (int i = 0; i < N; i++) assert_true(buf[i] == tri * (float)(i + 1));
 
     for (int i = 0; i < N; i++) buf[i] = (float)(g_rank + 1);
-    OK(gml_comm_reduce_sum_f32(g_world, buf, N, n - 1, NULL));
+    OK(gml_comm_reduce_sum_f32(g_world, buf, buf, N, n - 1, NULL)); /* in place */
     if (g_rank == n - 1)
         for (int i = 0; i < N; i++) assert_true(buf[i] == tri);
+    float into[N] = {0}; /* out of place onto rank 0; the others pass no receive buffer */
+    for (int i = 0; i < N; i++) buf[i] = (float)(g_rank + 1) * (float)(i + 1);
+    OK(gml_comm_reduce_sum_f32(g_world, buf, g_rank == 0 ? into : NULL, N, 0, NULL));
+    for (int i = 0; i < N; i++) {
+        assert_true(buf[i] == (float)(g_rank + 1) * (float)(i + 1)); /* send untouched (MPI) */
+        assert_true(into[i] == (g_rank == 0 ? tri * (float)(i + 1) : 0.0f));
+    }
+    gml_error_clear();
+    assert_int_equal(gml_comm_reduce_sum_f32(g_world, buf, NULL, N, g_rank, NULL), GML_ERR_INVALID_ARG);
 
     float *send = malloc((size_t)n * 2 * sizeof *send), recv[2];
     for (int i = 0; i < n * 2; i++) send[i] = (float)(i * (g_rank + 1));
@@ -154,6 +163,14 @@ static void test_collectives(void **state) {
     else memset(b, 0, sizeof b);
     OK(gml_comm_broadcast(g_world, b, sizeof b, 1 % n, NULL));
     expect(b, sizeof b, 1 % n, 8);
+    unsigned char src[32], dst[32]; /* out of place: the last rank's src into everyone's dst, its own included */
+    fill(src, sizeof src, g_rank, 9);
+    memset(dst, 0, sizeof dst);
+    OK(gml_comm_broadcast_from(g_world, g_rank == n - 1 ? src : NULL, dst, sizeof dst, n - 1, NULL));
+    expect(dst, sizeof dst, n - 1, 9);
+    expect(src, sizeof src, g_rank, 9); /* untouched */
+    gml_error_clear();
+    assert_int_equal(gml_comm_broadcast_from(g_world, NULL, dst, sizeof dst, g_rank, NULL), GML_ERR_INVALID_ARG);
     OK(gml_comm_barrier(g_world));
 }
 
