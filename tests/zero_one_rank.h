@@ -8,6 +8,9 @@
  * backward (3). Without clipping the losses and the final weights must be
  * bit-identical to stage 0's; with clipping the norm crosses the group as
  * one f32 (stages 1-3), so the clip factor may differ in its last bits.
+ * On CUDA stages 0 and 1 record their micro-steps and replay them (CUDA
+ * graphs), which the comparison covers too; stages 2 and 3 run launch by
+ * launch (a model with a provider is not recorded).
  * This is the only place the GPU paths of stages 2 and 3 run on a one-GPU
  * host. Needs MPI started (gml_comm_init). Include after <cmocka.h>. */
 #ifndef GML_TEST_ZERO_ONE_RANK_H
@@ -16,6 +19,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "comm/comm.h"
 #include "core/backend.h"
@@ -26,9 +30,10 @@
 enum { ZOR_B = 8, ZOR_T = 32, ZOR_STEPS = 6 };
 
 /* The losses, gradient norms and final weights (*params, malloc'd, *n of
- * them) of ZOR_STEPS AdamW steps of `accum` micro-steps at ZeRO `stage`. */
+ * them) of ZOR_STEPS AdamW steps of `accum` micro-steps at ZeRO `stage`;
+ * *replays: micro-steps that replayed a recording. */
 static void zor_run(const char *device, int stage, int accum, double clip, double *losses, double *norms,
-                    float **params, size_t *n) {
+                    float **params, size_t *n, int *replays) {
     gml_comm *world, *dev;
     gml_backend *be;
     gml_gpt *m;
@@ -55,6 +60,7 @@ static void zor_run(const char *device, int stage, int accum, double clip, doubl
     gml_rng_init(&r, 11, 1);
     int32_t in[ZOR_B * ZOR_T], tg[ZOR_B * ZOR_T];
     float dscale = 1.0f / (float)(ZOR_B * ZOR_T * accum);
+    *replays = 0;
     for (int s = 0; s < ZOR_STEPS; s++) {
         assert_int_equal(gml_gpt_zero_grads(m), GML_OK);
         assert_int_equal(be->iface->memset_zero(be, acc, 4), GML_OK);
@@ -65,6 +71,7 @@ static void zor_run(const char *device, int stage, int accum, double clip, doubl
             }
             if (micro == accum - 1) gml_zero_before_last_backward(z);
             assert_int_equal(gml_gpt_train_micro(m, in, tg, ZOR_B, ZOR_T, dscale, acc), GML_OK);
+            *replays += gml_gpt_micro_replayed(m);
         }
         assert_int_equal(gml_zero_step(z, 3e-3, &norms[s]), GML_OK);
         float l;
@@ -87,6 +94,8 @@ static void zor_run(const char *device, int stage, int accum, double clip, doubl
 /* Stages 1-3 against stage 0 on `device`, with 1 and 2 micro-steps per
  * step, without and with clipping. */
 static void zero_stages_on_one_rank(const char *device) {
+    const char *graphs = getenv("GML_CUDA_GRAPHS");
+    int recording = !strcmp(device, "cuda") && !(graphs && !strcmp(graphs, "0"));
     for (int accum = 1; accum <= 2; accum++) {
         for (int clipped = 0; clipped <= 1; clipped++) {
             /* clip 0: off; 0.05: below every norm of these runs (asserted) */
@@ -94,15 +103,21 @@ static void zero_stages_on_one_rank(const char *device) {
             double l0[ZOR_STEPS], n0[ZOR_STEPS];
             float *p0;
             size_t n;
-            zor_run(device, 0, accum, clip, l0, n0, &p0, &n);
+            int r0;
+            zor_run(device, 0, accum, clip, l0, n0, &p0, &n, &r0);
             for (int s = 0; s < ZOR_STEPS; s++)
                 if (clipped && !(n0[s] > clip)) fail_msg("step %d: norm %g does not exceed the clip %g", s + 1, n0[s], clip);
             for (int stage = 1; stage <= 3; stage++) {
                 double l[ZOR_STEPS], nr[ZOR_STEPS], worst = 0.0;
                 float *p;
                 size_t np;
-                zor_run(device, stage, accum, clip, l, nr, &p, &np);
+                int replays;
+                zor_run(device, stage, accum, clip, l, nr, &p, &np, &replays);
                 assert_int_equal(np, n);
+                /* the recorded path is among what is compared */
+                if (recording && (r0 == 0 || (stage < 2 && replays == 0)))
+                    fail_msg("%s stage %d accum %d: %d replays (stage 0: %d): the micro-steps were not recorded",
+                             device, stage, accum, replays, r0);
                 for (int s = 0; s < ZOR_STEPS; s++) {
                     /* the norm: one f32 across the group in stages 1-3 */
                     if (!(fabs(nr[s] - n0[s]) <= 1e-6 * n0[s]))
@@ -119,9 +134,9 @@ static void zero_stages_on_one_rank(const char *device) {
                              worst);
                 }
                 printf("%s, one rank, ZeRO-%d vs ZeRO-0, %d micro-step(s), clip %s: %d losses %s (worst relative "
-                       "difference %.2e)%s\n", device, stage, accum, clipped ? "0.05" : "off", ZOR_STEPS,
-                       clipped ? "within 1e-4" : "bit-identical", worst,
-                       clipped ? "" : ", final weights bit-identical");
+                       "difference %.2e)%s; %d / %d micro-steps replayed\n", device, stage, accum,
+                       clipped ? "0.05" : "off", ZOR_STEPS, clipped ? "within 1e-4" : "bit-identical", worst,
+                       clipped ? "" : ", final weights bit-identical", replays, r0);
                 free(p);
             }
             free(p0);
