@@ -270,11 +270,21 @@ gml_status gml_comm_allreduce_sum_f32(gml_comm *c, float *buf, size_t n, gml_com
     return finish(c, r, "allreduce", req);
 }
 
+/* A rooted operation's root is in the group and has the buffer only it
+ * needs (`which`: "send" or "receive"). */
+static gml_status root_ok(const gml_comm *c, const char *op, int root, const void *buf, const char *which) {
+    if (root < 0 || root >= c->size)
+        return gml_error_set(GML_ERR_INVALID_ARG, "%s with root %d in group '%s' of %d ranks", op, root, c->name,
+                             c->size);
+    if (c->rank == root && !buf)
+        return gml_error_set(GML_ERR_INVALID_ARG, "%s: root %d of group '%s' has no %s buffer", op, root, c->name,
+                             which);
+    return GML_OK;
+}
+
 gml_status gml_comm_reduce_sum_f32(gml_comm *c, const float *send, float *recv, size_t n, int root,
                                    gml_comm_req **req) {
-    if (c->rank == root && !recv)
-        return gml_error_set(GML_ERR_INVALID_ARG, "reduce onto rank %d of group '%s' without a receive buffer", root,
-                             c->name);
+    GML_CHECK(root_ok(c, "reduce", root, recv, "receive"));
     if (c->nccl) return gml_nccl_reduce(c, send, recv, n, root, req);
     GML_CHECK(count_ok(n, "reduce", c));
     MPI_Request r;
@@ -333,9 +343,7 @@ gml_status gml_comm_broadcast(gml_comm *c, void *buf, size_t bytes, int root, gm
 
 gml_status gml_comm_broadcast_from(gml_comm *c, const void *send, void *recv, size_t bytes, int root,
                                    gml_comm_req **req) {
-    if (c->rank == root && !send)
-        return gml_error_set(GML_ERR_INVALID_ARG, "broadcast from rank %d of group '%s' without a send buffer", root,
-                             c->name);
+    GML_CHECK(root_ok(c, "broadcast", root, send, "send"));
     if (c->nccl) return gml_nccl_broadcast(c, send, recv, bytes, root, req);
     GML_CHECK(count_ok(bytes, "broadcast", c));
     if (c->rank == root && send != recv) memcpy(recv, send, bytes); /* MPI groups move host memory */

@@ -131,6 +131,9 @@ static void test_collectives(void **state) {
     }
     gml_error_clear();
     assert_int_equal(gml_comm_reduce_sum_f32(g_world, buf, NULL, N, g_rank, NULL), GML_ERR_INVALID_ARG);
+    assert_non_null(strstr(gml_error_message(), "no receive buffer"));
+    gml_error_clear();
+    assert_int_equal(gml_comm_reduce_sum_f32(g_world, buf, buf, N, n, NULL), GML_ERR_INVALID_ARG); /* no rank n */
 
     float *send = malloc((size_t)n * 2 * sizeof *send), recv[2];
     for (int i = 0; i < n * 2; i++) send[i] = (float)(i * (g_rank + 1));
