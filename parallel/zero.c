@@ -62,8 +62,8 @@ struct gml_zero {
     float *mshard;   /* (S) f32 master weights of [rank*S, (rank+1)*S); padding 0 */
     void *cshard;    /* (S) act compute copy; == mshard on an f32 backend */
     int n_units;
-    size_t *ulo, *uhi;   /* (n_units) flat range of each unit */
-    unsigned char *summed; /* (n_units) the unit's piece of gshard was reduced into since the last zero_grads */
+    size_t *ulo, *uhi;     /* (n_units) flat range of each unit */
+    unsigned char *summed; /* (n_units) the unit's piece of gshard was reduced into since zero_grads */
     param_window pw[N_WINDOWS];
     grad_window gw[N_WINDOWS];
     size_t win_elems[N_WINDOWS];

@@ -104,10 +104,9 @@ typedef struct gml_zero gml_zero;
  * when it is 2. The stage is taken as given: on a one-rank group it runs
  * its whole machinery (windows, gathers, reductions with oneself) and gives
  * stage 0's results (the launcher asks for stage 0 there; tests and
- * measurements on one GPU do not). dev: gml_comm_device_group(dp,
- * backend). Stage 3 installs
- * itself as the model's parameter provider; set the weights after this
- * (gml_gpt_init_weights / gml_zero_restore). */
+ * measurements on one GPU do not). dev: gml_comm_device_group(dp, backend).
+ * Stages 2 and 3 install themselves as the model's provider; set the
+ * weights after this (gml_gpt_init_weights / gml_zero_restore). */
 gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, size_t bucket_elems,
                            const gml_adamw_config *cfg, gml_zero **out);
 void gml_zero_destroy(gml_zero *z);

@@ -3,9 +3,11 @@
 # build; bf16 parity of dp=N against one GPU on the same global batch
 # (shakespeare-char, 50 steps); then GPT-2 124M at 16 x 1024 tokens per GPU
 # per step (steps 26-50 of 50): tokens/s, scaling efficiency and peak memory
-# for 1..N GPUs x ZeRO 0/1/2/3 (1 GPU, ZeRO 1-3: GML_ZERO_ONE_RANK=1, each
-# stage's machinery without communication, against 1-GPU ZeRO-0) (variants need the 1-GPU row of the same
-# call for their efficiency: run them with "scale"); then the NCCL watchdog: rank 1 SIGSTOPped after step 5, parallel.timeout_s=10.
+# for 1..N GPUs x ZeRO 0/1/2/3 (on 1 GPU, ZeRO 1-3 with GML_ZERO_ONE_RANK=1:
+# each stage's machinery without communication, against 1-GPU ZeRO-0;
+# variants need the 1-GPU row of the same call for their efficiency: run
+# them with "scale"); then the NCCL watchdog: rank 1 SIGSTOPped after step 5,
+# parallel.timeout_s=10.
 # Usage: tools/gpu-multi.sh OUTDIR [N] [PARTS]
 #   PARTS: comma-separated subset of tests,parity,scale,variants,hang (default
 #   all; the build always runs). On 4 GPUs all of it takes about 10 minutes,
