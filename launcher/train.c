@@ -29,6 +29,7 @@
 #include "core/generate.h"
 #include "core/loader.h"
 #include "core/optim.h"
+#include "launcher/agree.h"
 #include "launcher/metrics.h"
 #include "launcher/run.h"
 #include "parallel/dp.h"
@@ -326,6 +327,13 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
     int rank = 0, world = 1, local_rank = 0;
     GML_CHECK_GOTO(gml_comm_init(&rank, &world, &local_rank, NULL), st, done);
     t.rank0 = rank == 0;
+    if (world > 1) { /* before the layout, which the config sets */
+        gml_comm *all = NULL;
+        GML_CHECK_GOTO(gml_comm_world(&all), st, done);
+        st = gml_agree_config(all, cfg, config_path);
+        gml_comm_destroy(all);
+        if (st != GML_OK) goto done;
+    }
     const Gml__ParallelConfig *pc = cfg->parallel;
     /* one process per replica unless told otherwise: dp defaults to the world */
     int dp = pc->dp == 1 && pc->tp == 1 && pc->pp == 1 ? world : pc->dp;
@@ -337,6 +345,7 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
     gml_comm_set_timeout(pc->timeout_s);
     GML_CHECK_GOTO(gml_mesh_create(dp, pc->pp, pc->tp, &t.mesh), st, done);
     GML_CHECK_GOTO(gml_dataset_open(cfg->data->path, &t.ds), st, done);
+    GML_CHECK_GOTO(gml_agree_dataset(t.mesh->world_c, t.ds), st, done);
     gml_gpt_config mc;
     GML_CHECK_GOTO(gml_run_model_config(cfg, gml_dataset_vocab_size(t.ds), &mc), st, done);
     t.B = cfg->data->batch_size;

@@ -13,7 +13,9 @@
  * same for ZeRO 0 and 1 with the embedding's token rows gathered instead of
  * its gradient all-reduced (parallel.embedding_grads=gather); a
  * layout that does not match the job is refused with exit code 2 and a
- * message; and a rank that dies (SIGKILL) or hangs (SIGSTOP) mid-run ends
+ * message, and so are ranks started with different configs (MPMD) or that
+ * read different data files at the same path (per-rank working
+ * directories); and a rank that dies (SIGKILL) or hangs (SIGSTOP) mid-run ends
  * the whole job instead of leaving the others waiting: the hung case through
  * parallel.timeout_s, with a message naming the operation and group. */
 #include <setjmp.h>
@@ -330,6 +332,45 @@ static void test_layout_mismatch_is_bad_input(void **state) {
     free(out);
 }
 
+/* Ranks that read different things: each must be refused before training. */
+static void test_ranks_must_agree(void **state) {
+    (void)state;
+    char cmd[8192], *out;
+    const char *mpi = cli_env("GML_MPIEXEC"), *bin = cli_env("GML_BINARY");
+    const char *opts = "--oversubscribe --bind-to none -x OMP_NUM_THREADS=1 -x OMP_WAIT_POLICY=passive";
+    /* one config file, different overrides: rank 1 would start from other weights */
+    snprintf(cmd, sizeof cmd, "%s %s -np 1 %s %s/run.yaml train.out_dir=%s/out_agree : -np 1 %s %s/run.yaml "
+             "train.seed=2 train.out_dir=%s/out_agree", mpi, opts, bin, dir, dir, bin, dir, dir);
+    int rc = cli_run(cmd, &out);
+    printf("different train.seed on rank 1: exit %d\n", rc);
+    if (rc != 2 || !strstr(out, "is not the same on every rank of this job: rank 1 differs from rank 0") ||
+        !strstr(out, "the configuration ("))
+        fail_msg("exit %d (want 2 and the ranks named):\n%s", rc, out);
+    free(out);
+    /* the same relative data path read from two working directories whose
+     * files differ (node-local copies): equal configs, different data */
+    char a[128], b[128], path[256];
+    snprintf(a, sizeof a, "%s/host_a", dir);
+    snprintf(b, sizeof b, "%s/host_b", dir);
+    for (int k = 0; k < 2; k++) {
+        const char *d = k ? b : a;
+        snprintf(cmd, sizeof cmd, "mkdir -p %s", d);
+        assert_int_equal(cli_run(cmd, NULL), 0);
+        snprintf(path, sizeof path, "%s/text.txt", d);
+        assert_int_equal(cli_write_words(path, 20000, 7 + k), 0);
+        snprintf(cmd, sizeof cmd, "%s prep --tokenizer char --out %s/data.h5 %s", bin, d, path);
+        assert_int_equal(cli_run(cmd, NULL), 0);
+    }
+    snprintf(cmd, sizeof cmd, "%s %s -np 1 -wdir %s %s %s/run.yaml data.path=data.h5 train.out_dir=%s/out_agree : "
+             "-np 1 -wdir %s %s %s/run.yaml data.path=data.h5 train.out_dir=%s/out_agree", mpi, opts, a, bin, dir,
+             dir, b, bin, dir, dir);
+    rc = cli_run(cmd, &out);
+    printf("data.h5 differs between the ranks' working directories: exit %d\n", rc);
+    if (rc != 2 || !strstr(out, "the data file data.h5 (") || !strstr(out, "rank 1 differs from rank 0"))
+        fail_msg("exit %d (want 2 and the data file named):\n%s", rc, out);
+    free(out);
+}
+
 /* Run a 2-rank job whose rank 1 gets `fault` (KILL or STOP) after step 5,
  * under `timeout` so that a hang fails the test instead of stalling it. */
 static int faulty_job(const char *fault, double *secs, char **out) {
@@ -383,6 +424,7 @@ int main(void) {
         cmocka_unit_test(test_same_layout_bit_identical),
         cmocka_unit_test(test_embedding_rows_gathered),
         cmocka_unit_test(test_layout_mismatch_is_bad_input),
+        cmocka_unit_test(test_ranks_must_agree),
         cmocka_unit_test(test_dead_rank_ends_job),
         cmocka_unit_test(test_hung_rank_times_out),
     };
