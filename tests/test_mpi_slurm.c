@@ -1,0 +1,205 @@
+/* test_mpi_slurm.c — cluster/slurm/train.sbatch as SLURM runs it, on 2 CPU
+ * ranks: the batch shell started with SLURM's job variables in a scratch
+ * directory, SIGUSR1 sent to it once training is under way (what
+ * `--signal=B:USR1@120` does before the time limit). The script must pass
+ * the signal to the ranks, which commit a checkpoint and exit 3; the script
+ * then requeues the job and exits 3. Started again (the requeued job: same
+ * job id), it resumes from that checkpoint in the same run directory and is
+ * preempted once more the same way. A job with bad input exits 2 and is not
+ * requeued. SLURM itself is not installed where tests run: `scontrol` is a
+ * script on PATH that records its arguments (the only SLURM command the
+ * batch script calls); mpirun and gml-dist are the real ones. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tests/cli_util.h"
+
+#define JOB_ID "4242"
+#define RUN_DIR "runs/gml-test-" JOB_ID
+
+static char dir[64];
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/gml_slurm_XXXXXX");
+    if (!mkdtemp(dir)) return -1;
+    char path[256], cmd[4096];
+    snprintf(path, sizeof path, "%s/text.txt", dir);
+    if (cli_write_words(path, 20000, 3) != 0) return -1;
+    snprintf(cmd, sizeof cmd, "%s prep --tokenizer char --out %s/data.h5 %s", cli_env("GML_BINARY"), dir, path);
+    if (cli_run(cmd, NULL) != 0) return -1;
+    snprintf(path, sizeof path, "%s/run.yaml", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    /* more steps than the test waits for: only the signal ends a run */
+    fprintf(f, "model: {n_layer: 1, n_head: 2, n_embd: 16, block_size: 16}\n"
+               "data: {path: %s/data.h5, batch_size: 4}\n"
+               "train: {steps: 10000000, device: cpu}\n"
+               "eval: {every: 0, batches: 1}\n"
+               "log: {every: 50, tensorboard: false}\n"
+               "sample: {tokens: 0}\n",
+            dir);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/bin", dir);
+    if (mkdir(path, 0755) != 0) return -1;
+    snprintf(path, sizeof path, "%s/bin/scontrol", dir);
+    f = fopen(path, "w");
+    if (!f) return -1;
+    fprintf(f, "#!/bin/sh\necho \"$@\" >> %s/scontrol.log\n", dir);
+    fclose(f);
+    return chmod(path, 0755);
+}
+
+static int teardown(void **state) {
+    (void)state;
+    return cli_rm_rf(dir);
+}
+
+/* Train lines in the run's metrics.jsonl so far and the last one's step. */
+static int train_lines(int *last_step) {
+    char path[256], line[8192];
+    snprintf(path, sizeof path, "%s/" RUN_DIR "/metrics.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *s = strstr(line, "\"kind\":\"train\"") ? strstr(line, "\"step\":") : NULL;
+        if (!s) continue;
+        n++;
+        *last_step = atoi(s + 7);
+    }
+    fclose(f);
+    return n;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Start the batch script in dir with `args` (output to dir/job_<tag>.log);
+ * with signal_after > 0, SIGUSR1 to the batch shell once the run has
+ * logged a train line past step signal_after. Returns the script's exit
+ * code (-1: killed by the test after 240 s, i.e. a hang). */
+static int batch_job(const char *tag, const char *args, int signal_after, char **log) {
+    char logpath[256], script[4096], cmd[16384];
+    snprintf(logpath, sizeof logpath, "%s/job_%s.log", dir, tag);
+    snprintf(script, sizeof script, "%s/cluster/slurm/train.sbatch", cli_env("GML_SOURCE_DIR"));
+    /* mpirun from the MPI CTest found; SLURM's job variables */
+    char mpidir[4096];
+    snprintf(mpidir, sizeof mpidir, "%s", cli_env("GML_MPIEXEC"));
+    char *slash = strrchr(mpidir, '/');
+    if (slash) *slash = '\0';
+    snprintf(cmd, sizeof cmd, "cd %s && exec env PATH=%s/bin:%s:$PATH SLURM_JOB_NAME=gml-test SLURM_JOB_ID=" JOB_ID
+             " SLURM_NTASKS=2 GML_DIST=%s bash %s %s >%s 2>&1", dir, dir, slash ? mpidir : "/usr/bin",
+             cli_env("GML_BINARY"), script, args, logpath);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    double t0 = now_s();
+    int signalled = signal_after <= 0, status = 0, step = 0;
+    for (;;) {
+        pid_t w = waitpid(pid, &status, WNOHANG);
+        if (w == pid) break;
+        if (!signalled && train_lines(&step) > 0 && step > signal_after) {
+            printf("%s: SIGUSR1 to the batch shell after step %d\n", tag, step);
+            kill(pid, SIGUSR1);
+            signalled = 1;
+        }
+        if (now_s() - t0 > 240.0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            status = -1;
+            break;
+        }
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    }
+    FILE *f = fopen(logpath, "r");
+    assert_non_null(f);
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    *log = buf;
+    if (status == -1) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Lines of the scontrol recorder's log so far; the last one in last. */
+static int scontrol_calls(char *last, size_t cap) {
+    char path[256], line[512];
+    snprintf(path, sizeof path, "%s/scontrol.log", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        n++;
+        snprintf(last, cap, "%s", line);
+    }
+    fclose(f);
+    return n;
+}
+
+static void test_preempted_requeued_resumed(void **state) {
+    (void)state;
+    char *log, args[512], last[512] = "";
+    snprintf(args, sizeof args, "%s/run.yaml", dir);
+    int rc = batch_job("first", args, 100, &log);
+    printf("first job: exit %d\n", rc);
+    if (rc != 3 || !strstr(log, "exit 3 (requeue, then --resume auto)") ||
+        !strstr(log, "requeueing " JOB_ID))
+        fail_msg("first job: exit %d, want 3 with a checkpoint and a requeue:\n%s", rc, log);
+    assert_int_equal(scontrol_calls(last, sizeof last), 1);
+    assert_string_equal(last, "requeue " JOB_ID "\n");
+    const char *ck = strstr(log, "(stop signal) -> " RUN_DIR "/ckpt/step_");
+    assert_non_null(ck);
+    int stopped = atoi(ck + strlen("(stop signal) -> " RUN_DIR "/ckpt/step_"));
+    assert_true(stopped > 100);
+
+    /* the requeued job: same id, same run directory */
+    rc = batch_job("second", args, stopped + 100, &log);
+    printf("second job: exit %d\n", rc);
+    char want[256];
+    snprintf(want, sizeof want, "resume: " RUN_DIR "/ckpt/step_%08d/state.h5 (step %d)", stopped, stopped);
+    if (rc != 3 || !strstr(log, want))
+        fail_msg("second job: exit %d, want 3 after '%s':\n%s", rc, want, log);
+    int step = 0;
+    assert_true(train_lines(&step) > 0);
+    printf("second job resumed at step %d, preempted again after step %d\n", stopped, step);
+    assert_int_equal(scontrol_calls(last, sizeof last), 2);
+    assert_string_equal(last, "requeue " JOB_ID "\n");
+}
+
+static void test_bad_input_not_requeued(void **state) {
+    (void)state;
+    char *log, args[512], last[512] = "";
+    int before = scontrol_calls(last, sizeof last);
+    snprintf(args, sizeof args, "%s/run.yaml optim.lr=-1", dir);
+    int rc = batch_job("bad", args, 0, &log);
+    printf("job with optim.lr=-1: exit %d\n", rc);
+    if (rc != 2 || !strstr(log, "optim.lr")) fail_msg("exit %d, want 2 naming optim.lr:\n%s", rc, log);
+    assert_int_equal(scontrol_calls(last, sizeof last), before);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_preempted_requeued_resumed),
+        cmocka_unit_test(test_bad_input_not_requeued),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
