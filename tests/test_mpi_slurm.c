@@ -23,6 +23,8 @@
 
 #include <cmocka.h>
 
+extern char **environ;
+
 #include "tests/cli_util.h"
 
 #define JOB_ID "4242"
@@ -92,7 +94,9 @@ static double now_s(void) {
 /* Start the batch script in dir with `args` (output to dir/job_<tag>.log);
  * with signal_after > 0, SIGUSR1 to the batch shell once the run has
  * logged a train line past step signal_after. Returns the script's exit
- * code (-1: killed by the test after 240 s, i.e. a hang). */
+ * code; a job still running after JOB_LIMIT_S (a few seconds is normal)
+ * fails the test, its whole process group (mpirun, the ranks) killed. */
+#define JOB_LIMIT_S 120.0
 static int batch_job(const char *tag, const char *args, int signal_after, char **log) {
     char logpath[256], script[4096], cmd[16384];
     snprintf(logpath, sizeof logpath, "%s/job_%s.log", dir, tag);
@@ -108,9 +112,24 @@ static int batch_job(const char *tag, const char *args, int signal_after, char *
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        setpgid(0, 0); /* the job's processes in one group: a hang is killed whole */
+        /* a real SLURM allocation around the test run must not leak in */
+        for (int again = 1; again;) {
+            again = 0;
+            for (char **e = environ; *e; e++) {
+                if (strncmp(*e, "SLURM_", 6) != 0) continue;
+                char name[256];
+                size_t k = strcspn(*e, "=");
+                snprintf(name, sizeof name, "%.*s", (int)(k < sizeof name ? k : sizeof name - 1), *e);
+                unsetenv(name);
+                again = 1;
+                break;
+            }
+        }
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
+    setpgid(pid, pid);
     double t0 = now_s();
     int signalled = signal_after <= 0, status = 0, step = 0;
     for (;;) {
@@ -121,8 +140,8 @@ static int batch_job(const char *tag, const char *args, int signal_after, char *
             kill(pid, SIGUSR1);
             signalled = 1;
         }
-        if (now_s() - t0 > 240.0) {
-            kill(pid, SIGKILL);
+        if (now_s() - t0 > JOB_LIMIT_S) {
+            kill(-pid, SIGKILL);
             waitpid(pid, &status, 0);
             status = -1;
             break;
@@ -136,7 +155,13 @@ static int batch_job(const char *tag, const char *args, int signal_after, char *
     buf[n] = '\0';
     fclose(f);
     *log = buf;
-    if (status == -1) return -1;
+    if (status == -1) {
+        int lines = train_lines(&step);
+        fail_msg("%s: still running after %.0f s (train lines so far: %d, last step %d; SIGUSR1 %s): a hang; the "
+                 "end of the job's log:\n%s", tag, JOB_LIMIT_S, lines, step,
+                 signal_after <= 0 ? "not wanted" : signalled ? "sent to the batch shell" : "not sent yet",
+                 n > 4096 ? buf + n - 4096 : buf);
+    }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
