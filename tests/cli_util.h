@@ -87,6 +87,16 @@ static inline int cli_write_words(const char *path, int n, unsigned seed) {
     return fclose(f) == 0 ? 0 : -1;
 }
 
+/* DIR/text.txt of cli_write_words(n, seed) and DIR/data.h5 made from it by
+ * `gml-dist prep --tokenizer char` (GML_BINARY). 0 on success. */
+static inline int cli_prep_words(const char *dir, int n, unsigned seed) {
+    char path[4096], cmd[12288];
+    snprintf(path, sizeof path, "%s/text.txt", dir);
+    if (cli_write_words(path, n, seed) != 0) return -1;
+    snprintf(cmd, sizeof cmd, "%s prep --tokenizer char --out %s/data.h5 %s", cli_env("GML_BINARY"), dir, path);
+    return cli_run(cmd, NULL) == 0 ? 0 : -1;
+}
+
 /* The weights of a weights file (checkpoint/weights.h) as host floats, *n
  * of them (registry order); malloc'd, the caller frees. */
 static inline float *cli_weights_of(const char *path, size_t *n) {

@@ -64,11 +64,8 @@ static int setup(void **state) {
     (void)state;
     snprintf(dir, sizeof dir, "/tmp/gml_ckpt_XXXXXX");
     if (!mkdtemp(dir)) return -1;
-    char path[4096], cmd[8192];
-    snprintf(path, sizeof path, "%s/text.txt", dir);
-    if (cli_write_words(path, 30000, 11) != 0) return -1;
-    snprintf(cmd, sizeof cmd, "%s prep --tokenizer char --out %s/data.h5 %s", cli_env("GML_BINARY"), dir, path);
-    if (cli_run(cmd, NULL) != 0) return -1;
+    char path[4096];
+    if (cli_prep_words(dir, 30000, 11) != 0) return -1;
     snprintf(path, sizeof path, "%s/run.yaml", dir);
     FILE *f = fopen(path, "w");
     if (!f) return -1;

@@ -76,11 +76,8 @@ static int setup(void **state) {
     (void)state;
     snprintf(dir, sizeof dir, "/tmp/gml_mpi_dp_XXXXXX");
     if (!mkdtemp(dir)) return -1;
-    char path[256], cmd[4096];
-    snprintf(path, sizeof path, "%s/text.txt", dir);
-    if (cli_write_words(path, 20000, 7) != 0) return -1;
-    snprintf(cmd, sizeof cmd, "%s prep --tokenizer char --out %s/data.h5 %s", cli_env("GML_BINARY"), dir, path);
-    if (cli_run(cmd, NULL) != 0) return -1;
+    char path[256];
+    if (cli_prep_words(dir, 20000, 7) != 0) return -1;
     snprintf(path, sizeof path, "%s/run.yaml", dir);
     FILE *f = fopen(path, "w");
     if (!f) return -1;
@@ -349,17 +346,14 @@ static void test_ranks_must_agree(void **state) {
     free(out);
     /* the same relative data path read from two working directories whose
      * files differ (node-local copies): equal configs, different data */
-    char a[128], b[128], path[256];
+    char a[128], b[128];
     snprintf(a, sizeof a, "%s/host_a", dir);
     snprintf(b, sizeof b, "%s/host_b", dir);
     for (int k = 0; k < 2; k++) {
         const char *d = k ? b : a;
         snprintf(cmd, sizeof cmd, "mkdir -p %s", d);
         assert_int_equal(cli_run(cmd, NULL), 0);
-        snprintf(path, sizeof path, "%s/text.txt", d);
-        assert_int_equal(cli_write_words(path, 20000, 7 + k), 0);
-        snprintf(cmd, sizeof cmd, "%s prep --tokenizer char --out %s/data.h5 %s", bin, d, path);
-        assert_int_equal(cli_run(cmd, NULL), 0);
+        assert_int_equal(cli_prep_words(d, 20000, 7 + k), 0);
     }
     snprintf(cmd, sizeof cmd, "%s %s -np 1 -wdir %s %s %s/run.yaml data.path=data.h5 train.out_dir=%s/out_agree : "
              "-np 1 -wdir %s %s %s/run.yaml data.path=data.h5 train.out_dir=%s/out_agree", mpi, opts, a, bin, dir,

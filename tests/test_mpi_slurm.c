@@ -36,11 +36,8 @@ static int setup(void **state) {
     (void)state;
     snprintf(dir, sizeof dir, "/tmp/gml_slurm_XXXXXX");
     if (!mkdtemp(dir)) return -1;
-    char path[256], cmd[4096];
-    snprintf(path, sizeof path, "%s/text.txt", dir);
-    if (cli_write_words(path, 20000, 3) != 0) return -1;
-    snprintf(cmd, sizeof cmd, "%s prep --tokenizer char --out %s/data.h5 %s", cli_env("GML_BINARY"), dir, path);
-    if (cli_run(cmd, NULL) != 0) return -1;
+    char path[256];
+    if (cli_prep_words(dir, 20000, 3) != 0) return -1;
     snprintf(path, sizeof path, "%s/run.yaml", dir);
     FILE *f = fopen(path, "w");
     if (!f) return -1;
