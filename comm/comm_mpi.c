@@ -270,12 +270,18 @@ gml_status gml_comm_allreduce_sum_f32(gml_comm *c, float *buf, size_t n, gml_com
     return finish(c, r, "allreduce", req);
 }
 
+/* `r` (the `role` of operation `what`: a peer, a root) is one of c's ranks. */
+static gml_status rank_ok(const gml_comm *c, int r, const char *what, const char *role) {
+    if (r < 0 || r >= c->size)
+        return gml_error_set(GML_ERR_INVALID_ARG, "%s on group '%s': %s %d is not one of its %d rank(s)", what,
+                             c->name, role, r, c->size);
+    return GML_OK;
+}
+
 /* A rooted operation's root is in the group and has the buffer only it
  * needs (`which`: "send" or "receive"). */
 static gml_status root_ok(const gml_comm *c, const char *op, int root, const void *buf, const char *which) {
-    if (root < 0 || root >= c->size)
-        return gml_error_set(GML_ERR_INVALID_ARG, "%s with root %d in group '%s' of %d ranks", op, root, c->name,
-                             c->size);
+    GML_CHECK(rank_ok(c, root, op, "root"));
     if (c->rank == root && !buf)
         return gml_error_set(GML_ERR_INVALID_ARG, "%s: root %d of group '%s' has no %s buffer", op, root, c->name,
                              which);
@@ -360,15 +366,8 @@ gml_status gml_comm_barrier(gml_comm *c) {
 
 #define P2P_TAG 7 /* point to point only; collectives have their own matching */
 
-static gml_status peer_ok(const gml_comm *c, int peer, const char *what) {
-    if (peer < 0 || peer >= c->size)
-        return gml_error_set(GML_ERR_INVALID_ARG, "%s on group '%s': peer %d is not one of its %d rank(s)", what,
-                             c->name, peer, c->size);
-    return GML_OK;
-}
-
 gml_status gml_comm_send(gml_comm *c, const void *buf, size_t bytes, int peer, gml_comm_req **req) {
-    GML_CHECK(peer_ok(c, peer, "send"));
+    GML_CHECK(rank_ok(c, peer, "send", "peer"));
     if (c->nccl) return gml_nccl_p2p(c, buf, peer, NULL, -1, bytes, req);
     GML_CHECK(count_ok(bytes, "send", c));
     MPI_Request r;
@@ -377,7 +376,7 @@ gml_status gml_comm_send(gml_comm *c, const void *buf, size_t bytes, int peer, g
 }
 
 gml_status gml_comm_recv(gml_comm *c, void *buf, size_t bytes, int peer, gml_comm_req **req) {
-    GML_CHECK(peer_ok(c, peer, "recv"));
+    GML_CHECK(rank_ok(c, peer, "recv", "peer"));
     if (c->nccl) return gml_nccl_p2p(c, NULL, -1, buf, peer, bytes, req);
     GML_CHECK(count_ok(bytes, "recv", c));
     MPI_Request r;
@@ -387,8 +386,8 @@ gml_status gml_comm_recv(gml_comm *c, void *buf, size_t bytes, int peer, gml_com
 
 gml_status gml_comm_sendrecv(gml_comm *c, const void *send, int to, void *recv, int from, size_t bytes,
                              gml_comm_req **req) {
-    GML_CHECK(peer_ok(c, to, "sendrecv"));
-    GML_CHECK(peer_ok(c, from, "sendrecv"));
+    GML_CHECK(rank_ok(c, to, "sendrecv", "peer"));
+    GML_CHECK(rank_ok(c, from, "sendrecv", "peer"));
     if (c->nccl) return gml_nccl_p2p(c, send, to, recv, from, bytes, req);
     if (req) *req = NULL;
     gml_comm_req *rq = NULL;

@@ -65,6 +65,19 @@ static gml_status build_pieces(const gml_param_registry *reg, size_t lo, size_t 
 
 static void free_parts(gml_adamw *o);
 
+/* The piece table of flat range [lo, hi) on the device: *dev (room for at
+ * least one piece), *n pieces. */
+static gml_status upload_pieces(gml_adamw *o, size_t lo, size_t hi, gml_adamw_piece **dev, int *n) {
+    gml_backend *be = gml_gpt_backend(o->model);
+    gml_adamw_piece *host = NULL;
+    GML_CHECK(build_pieces(gml_gpt_params(o->model), lo, hi, o->param_lo, &host, n));
+    size_t bytes = (size_t)(*n > 0 ? *n : 1) * sizeof *host;
+    gml_status st = be->iface->alloc(be, (void **)dev, bytes);
+    if (st == GML_OK && *n > 0) st = be->iface->memcpy_h2d(be, *dev, host, bytes);
+    free(host);
+    return st;
+}
+
 double gml_lr_at(const gml_lr_schedule *s, int step) {
     if (s->warmup_steps > 0 && step < s->warmup_steps) return s->lr * (double)(step + 1) / s->warmup_steps;
     if (s->kind == GML_SCHED_CONSTANT) return s->lr;
@@ -116,15 +129,7 @@ static gml_status create(gml_gpt *model, const gml_adamw_config *cfg, size_t lo,
     GML_CHECK_GOTO(be->iface->alloc(be, (void **)&o->scalar, 4), st, fail);
     GML_CHECK_GOTO(be->iface->memset_zero(be, o->m, P * 4), st, fail);
     GML_CHECK_GOTO(be->iface->memset_zero(be, o->v, P * 4), st, fail);
-    {
-        gml_adamw_piece *host = NULL;
-        GML_CHECK_GOTO(build_pieces(gml_gpt_params(model), lo, hi, param_lo, &host, &o->n_pieces), st, fail);
-        size_t bytes = (size_t)(o->n_pieces > 0 ? o->n_pieces : 1) * sizeof *host;
-        st = be->iface->alloc(be, (void **)&o->pieces, bytes);
-        if (st == GML_OK && o->n_pieces > 0) st = be->iface->memcpy_h2d(be, o->pieces, host, bytes);
-        free(host);
-        if (st != GML_OK) goto fail;
-    }
+    GML_CHECK_GOTO(upload_pieces(o, lo, hi, &o->pieces, &o->n_pieces), st, fail);
     *out = o;
     return GML_OK;
 fail:
@@ -227,7 +232,6 @@ gml_status gml_adamw_set_parts(gml_adamw *o, int parts, size_t part_len) {
         return gml_error_set(GML_ERR_INVALID_ARG, "gml_adamw_set_parts: %d parts of %zu", parts, part_len);
     if (o->parts == parts && o->part_len == part_len) return GML_OK;
     free_parts(o);
-    gml_backend *be = gml_gpt_backend(o->model);
     o->part_pieces = calloc((size_t)parts, sizeof *o->part_pieces);
     o->part_n = calloc((size_t)parts, sizeof *o->part_n);
     if (!o->part_pieces || !o->part_n) {
@@ -240,12 +244,7 @@ gml_status gml_adamw_set_parts(gml_adamw *o, int parts, size_t part_len) {
     for (int j = 0; j < parts; j++) {
         size_t a = (size_t)j * part_len, b = a + part_len < n ? a + part_len : n;
         if (a >= b) continue;
-        gml_adamw_piece *host = NULL;
-        gml_status st = build_pieces(gml_gpt_params(o->model), o->lo + a, o->lo + b, o->param_lo, &host, &o->part_n[j]);
-        size_t bytes = (size_t)o->part_n[j] * sizeof *host;
-        if (st == GML_OK) st = be->iface->alloc(be, (void **)&o->part_pieces[j], bytes);
-        if (st == GML_OK) st = be->iface->memcpy_h2d(be, o->part_pieces[j], host, bytes);
-        free(host);
+        gml_status st = upload_pieces(o, o->lo + a, o->lo + b, &o->part_pieces[j], &o->part_n[j]);
         if (st != GML_OK) {
             free_parts(o);
             return st;

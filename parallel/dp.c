@@ -184,6 +184,18 @@ gml_status gml_dp_reducer_set_early(gml_dp_reducer *r, size_t hi) {
     return GML_OK;
 }
 
+/* *buf (backend memory, *cap bytes) holds at least `bytes`: grow-only, so
+ * the first (unrecorded) backward sizes it and a recording allocates
+ * nothing. */
+static gml_status grow(gml_backend *be, void **buf, size_t *cap, size_t bytes) {
+    if (bytes <= *cap) return GML_OK;
+    if (*buf) be->iface->free(be, *buf);
+    *buf = NULL, *cap = 0;
+    GML_CHECK(be->iface->alloc(be, buf, bytes));
+    *cap = bytes;
+    return GML_OK;
+}
+
 gml_status gml_dp_reducer_exchange_rows(void *ctx, const void *dx, const int32_t *tokens, size_t rows,
                                         size_t row_bytes, const void **dx_all, const int32_t **tokens_all,
                                         int *ways) {
@@ -192,18 +204,8 @@ gml_status gml_dp_reducer_exchange_rows(void *ctx, const void *dx, const int32_t
         return gml_error_set(GML_ERR_INVALID_ARG, "gml_dp_reducer_exchange_rows: no backend "
                              "(gml_dp_reducer_set_exchange_backend)");
     size_t w = (size_t)gml_comm_size(r->c), dx_bytes = rows * row_bytes, tok_bytes = rows * sizeof *tokens;
-    if (w * dx_bytes > r->dx_cap) { /* grow-only; the first (unrecorded) backward sizes them */
-        if (r->dx_all) r->be->iface->free(r->be, r->dx_all);
-        r->dx_all = NULL, r->dx_cap = 0;
-        GML_CHECK(r->be->iface->alloc(r->be, &r->dx_all, w * dx_bytes));
-        r->dx_cap = w * dx_bytes;
-    }
-    if (w * tok_bytes > r->tok_cap) {
-        if (r->tok_all) r->be->iface->free(r->be, r->tok_all);
-        r->tok_all = NULL, r->tok_cap = 0;
-        GML_CHECK(r->be->iface->alloc(r->be, (void **)&r->tok_all, w * tok_bytes));
-        r->tok_cap = w * tok_bytes;
-    }
+    GML_CHECK(grow(r->be, &r->dx_all, &r->dx_cap, w * dx_bytes));
+    GML_CHECK(grow(r->be, (void **)&r->tok_all, &r->tok_cap, w * tok_bytes));
     GML_CHECK(gml_comm_allgather_bytes(r->c, dx, r->dx_all, dx_bytes, NULL));
     GML_CHECK(gml_comm_allgather_bytes(r->c, tokens, r->tok_all, tok_bytes, NULL));
     *dx_all = r->dx_all;

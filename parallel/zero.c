@@ -494,7 +494,7 @@ gml_status gml_zero_set_embedding_grads(gml_zero *z, gml_embedding_grads mode, s
     /* gathered bytes per rank (dp - 1) rows row_bytes against the all-reduce's
      * 2 (dp - 1) / dp * 4 E: gather where that is at most half */
     int worth = (double)z->size * (double)rows * (double)row_bytes <= 4.0 * (double)(hi0 - lo0);
-    z->exchange = z->size > 1 && z->red && lo0 == 0 &&
+    z->exchange = z->size > 1 && lo0 == 0 &&
                   (mode == GML_EMBEDDING_GATHER || (mode == GML_EMBEDDING_AUTO && worth));
     GML_CHECK(gml_dp_reducer_set_early(z->red, z->exchange ? hi0 : 0));
     gml_dp_reducer_set_exchange_backend(z->red, gml_gpt_backend(z->model));
