@@ -17,8 +17,9 @@ extern "C" {
 
 /* Train as `cfg` says: data, model, optimizer, logging, evaluation, samples,
  * checkpoints, and the final weights in out_dir/model.h5. resume: "none",
- * "auto" or a checkpoint path (checkpoint/ckpt.h). SIGTERM / SIGUSR1 stop
- * the run at the next step boundary with a checkpoint: GML_PREEMPTED. */
+ * "auto" or a checkpoint path (checkpoint/ckpt.h). SIGTERM / SIGUSR1, or
+ * the file out_dir/STOP (deleted once seen to), stop the run at the next
+ * step boundary with a checkpoint: GML_PREEMPTED. */
 gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, const char *resume);
 
 /* `gml-dist sample CONFIG [--weights PATH] [--prompt TEXT] [--tokens N]

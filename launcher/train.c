@@ -13,12 +13,14 @@
  * Not for: tensor / pipeline parallelism (to do), how ZeRO shards
  * (parallel/zero.h).
  */
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "checkpoint/ckpt.h"
 #include "checkpoint/weights.h"
@@ -94,6 +96,22 @@ static gml_status install_stop_handlers(void) {
     if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGUSR1, &sa, NULL) != 0)
         return gml_error_set(GML_ERR_INTERNAL, "cannot install the SIGTERM/SIGUSR1 handlers");
     return GML_OK;
+}
+
+/* A stop request that needs no signal forwarding: the file out_dir/STOP
+ * (train.sbatch writes it on SIGUSR1, because not every mpirun passes
+ * SIGUSR1 on to the ranks; a user may touch it too). Rank 0 looks at most
+ * once a second (a stat on a shared filesystem is not free) and deletes it
+ * once the stop checkpoint is committed, so a requeued job runs on. */
+typedef struct {
+    char path[4200];
+    double last_look;
+} stop_file;
+
+static int stop_file_present(stop_file *f, double now) {
+    if (now - f->last_look < 1.0) return 0;
+    f->last_look = now;
+    return access(f->path, F_OK) == 0;
 }
 
 /* Test hook, documented in README: GML_TEST_SIGNAL_AT_STEP=N makes world
@@ -218,6 +236,8 @@ static gml_status train_loop(trainer *t) {
     const int signal_at = test_signal_step();
 
     double t_start = now_s(), window_t0 = t_start, last_ckpt = t_start;
+    stop_file stop_req = {.last_look = -1e30};
+    snprintf(stop_req.path, sizeof stop_req.path, "%s/STOP", cfg->train->out_dir);
     int window_steps = 0;
     for (int step = t->start_step; step < steps; step++) {
         double t0 = now_s();
@@ -282,21 +302,25 @@ static gml_status train_loop(trainer *t) {
         if (t->rank0 && done == signal_at) raise(SIGUSR1);
         test_fault(t->mesh->rank, done);
         /* checkpoint triggers, agreed by all ranks: a stop signal on any rank,
-         * every_steps, every_minutes (rank 0's clock) */
-        float flags[2] = {g_stop_signal ? 1.0f : 0.0f,
-                          t->rank0 && cc->every_minutes > 0 && now_s() - last_ckpt >= 60.0 * cc->every_minutes};
-        if (t->mesh->world > 1) GML_CHECK(gml_comm_allreduce_sum_f32(t->mesh->world_c, flags, 2, NULL));
-        int stop = flags[0] > 0.0f;
+         * the stop file, every_steps, every_minutes (rank 0's clock) */
+        float flags[3] = {g_stop_signal ? 1.0f : 0.0f,
+                          t->rank0 && cc->every_minutes > 0 && now_s() - last_ckpt >= 60.0 * cc->every_minutes,
+                          t->rank0 && !g_stop_signal && stop_file_present(&stop_req, now_s())};
+        if (t->mesh->world > 1) GML_CHECK(gml_comm_allreduce_sum_f32(t->mesh->world_c, flags, 3, NULL));
+        int stop = flags[0] > 0.0f || flags[2] > 0.0f;
         int due = (cc->every_steps > 0 && done % cc->every_steps == 0) || flags[1] > 0.0f || (ckpt_on && done == steps);
         GML_CHECK(gml_ckpt_writer_wait(0)); /* every rank: a failed background write stops the run */
         GML_CHECK(log_checkpoint_write(t));
         if (stop || due) {
-            GML_CHECK(save_checkpoint(t, done, stop ? "stop signal" : "scheduled"));
+            GML_CHECK(save_checkpoint(t, done, !stop ? "scheduled" : flags[0] > 0.0f ? "stop signal" : "stop file"));
             last_ckpt = now_s();
         }
         if (stop) {
             GML_CHECK(gml_ckpt_writer_wait(1)); /* committed before we exit for requeue; every rank: */
             GML_CHECK(log_checkpoint_write(t));  /* an exit would kill its writer */
+            if (t->rank0 && unlink(stop_req.path) != 0 && errno != ENOENT)
+                return gml_error_set(GML_ERR_IO, "%s: cannot delete the stop file (%s): a requeued job would stop "
+                                     "at once", stop_req.path, strerror(errno));
             return GML_PREEMPTED;
         }
         window_t0 += now_s() - aside_t0;

@@ -245,6 +245,34 @@ static void test_resume_bit_for_bit(void **state) {
     printf("resume: %d steps of loss, lr and grad norm identical to the straight run\n", STEPS);
 }
 
+/* The stop file (what train.sbatch writes where mpirun does not forward
+ * SIGUSR1): present before the run, it stops it after step 1 with a
+ * checkpoint and exit 3 and is deleted; the resumed run then goes to the end
+ * on the straight run's curve. */
+static void test_stop_file(void **state) {
+    (void)state;
+    char args[8192], c_dir[1024], stop[1100];
+    snprintf(c_dir, sizeof c_dir, "%s/stop_file", dir);
+    assert_int_equal(mkdir(c_dir, 0755), 0);
+    snprintf(stop, sizeof stop, "%s/STOP", c_dir);
+    FILE *f = fopen(stop, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(args, sizeof args, "train.out_dir=%s", c_dir);
+    char *out = gml(args, 3);
+    if (!strstr(out, "step 1 (stop file)")) fail_msg("want a checkpoint at step 1 for the stop file:\n%s", out);
+    free(out);
+    assert_int_equal(access(stop, F_OK), -1); /* deleted once the checkpoint was committed */
+    snprintf(args, sizeof args, "train.out_dir=%s --resume auto", c_dir);
+    out = gml(args, 0);
+    assert_non_null(strstr(out, "step_00000001/state.h5 (step 1)"));
+    free(out);
+    curve c;
+    read_curve(c_dir, &c, STEPS);
+    assert_int_equal(same_steps(&g_straight, &c, "stop file at 1 + resumed"), STEPS);
+    printf("stop file: checkpoint at step 1, file deleted, resumed run identical to the straight run\n");
+}
+
 /* Flip one bit in the middle of dataset group/name of an HDF5 file. */
 static void flip_tensor_byte(const char *file, const char *dataset) {
     hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -958,6 +986,7 @@ static void test_reshard(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_bit_for_bit),
+        cmocka_unit_test(test_stop_file),
         cmocka_unit_test(test_damaged_checkpoints),
         cmocka_unit_test(test_format_v1),
         cmocka_unit_test(test_rank_files),
