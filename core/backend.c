@@ -28,9 +28,9 @@ gml_status gml_backend_create(const char *kind, int device_index, gml_backend **
         if (n > 0 && device_index >= n) /* auto too: never put extra ranks on the CPU behind the user's back */
             return gml_error_set(GML_ERR_BAD_INPUT,
                                  "CUDA device %d asked for (the node-local rank), but this host has %d: more ranks "
-                                 "than GPUs on one host ---> HINT: start at most %d ranks per host, or set "
+                                 "than GPUs on one host ---> HINT: start at most %d rank%s per host, or set "
                                  "train.device=cpu",
-                                 device_index, n, n);
+                                 device_index, n, n, n == 1 ? "" : "s");
         if (strcmp(kind, "auto") == 0) return gml_backend_cpu_create(out);
         if (!gml_backend_cuda_create)
             return gml_error_set(GML_ERR_NO_DEVICE,

@@ -35,7 +35,7 @@ static const char *usage =
 static int finish(gml_status st) {
     int code = gml_status_exit_code(st);
     if (st == GML_PREEMPTED) {
-        fprintf(stderr, "gml-dist: stopped by a signal after committing a checkpoint; exit %d (requeue, then "
+        fprintf(stderr, "gml-dist: stopped (signal or stop file) after committing a checkpoint; exit %d (requeue, then "
                         "--resume auto)\n", code);
     } else if (st != GML_OK) {
         const char *msg = gml_error_message(), *where = gml_comm_where();

@@ -14,8 +14,9 @@
  * after each step and the fp32 master only for the export), and the
  * recorded micro-steps (CUDA graphs with the NCCL bucket reductions in them)
  * equal GML_CUDA_GRAPHS=0 bit for bit, also with two micro-steps a step (one
- * recording without the reducer's hook, one with). Skipped (exit 77) with
- * fewer than 2 GPUs. */
+ * recording without the reducer's hook, one with). One rank more than the
+ * host's GPUs ends with exit 2 and a message. Skipped (exit 77) without a
+ * GPU; with one GPU only that last check runs (the others say SKIPPED). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -115,8 +116,30 @@ static void match_one(char (*one)[32], char (*n_gpus)[32], int n, int zero) {
            STEPS, worst, LOSS_TOL);
 }
 
+/* One rank more than this host has GPUs: the last one's node-local rank has
+ * no GPU. The job must end with exit 2 and that rank's message (rank, host,
+ * what to do), not put the rank on the CPU or on a GPU another rank has.
+ * Runs with one GPU too. */
+static void test_more_ranks_than_gpus(void **state) {
+    (void)state;
+    char cmd[16384], want[64], *out;
+    int np = g_gpus + 1;
+    snprintf(cmd, sizeof cmd,
+             "%s --oversubscribe --bind-to none -x NCCL_NVLS_ENABLE -np %d %s %s/run.yaml data.batch_size=2 "
+             "train.out_dir=%s/too_many",
+             cli_env("GML_MPIEXEC"), np, cli_env("GML_BINARY"), dir, dir);
+    int rc = cli_run(cmd, &out);
+    snprintf(want, sizeof want, "rank %d/%d on ", g_gpus, np);
+    if (rc != 2 || !strstr(out, "more ranks than GPUs on one host") || !strstr(out, want))
+        fail_msg("%d ranks on %d GPUs: exit %d, want 2 with '%s...: more ranks than GPUs on one host':\n%s", np,
+                 g_gpus, rc, want, out);
+    printf("%d ranks on %d GPU(s): exit 2, %s\n", np, g_gpus, strstr(out, want));
+    free(out);
+}
+
 static void test_two_gpus_match_one(void **state) {
     (void)state;
+    if (g_gpus < 2) skip();
     static char one[STEPS + 1][32], two[STEPS + 1][32], again[STEPS + 1][32];
     train(1, 0, "g1", one);
     for (int zero = 0; zero <= 3; zero++) {
@@ -152,6 +175,7 @@ static void test_two_gpus_match_one(void **state) {
 
 static void test_two_gpus_stages_and_graphs_bit_identical(void **state) {
     (void)state;
+    if (g_gpus < 2) skip();
     static char z0[STEPS + 1][32], z1[STEPS + 1][32], z2[STEPS + 1][32], plain[STEPS + 1][32];
     const char *plainly = "model.dropout=0 optim.grad_clip=0";
     train_with(2, 0, plainly, "", "p_z0", z0);
@@ -180,11 +204,13 @@ static void test_two_gpus_stages_and_graphs_bit_identical(void **state) {
 
 int main(void) {
     g_gpus = gml_backend_cuda_device_count();
-    if (g_gpus < 2) {
-        printf("SKIP: fewer than 2 CUDA devices\n");
+    if (g_gpus < 1) {
+        printf("SKIP: no CUDA device\n");
         return 77;
     }
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_two_gpus_match_one),
+    if (g_gpus < 2) printf("SKIP (the two-GPU tests below): one CUDA device\n");
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_more_ranks_than_gpus),
+                                       cmocka_unit_test(test_two_gpus_match_one),
                                        cmocka_unit_test(test_two_gpus_stages_and_graphs_bit_identical)};
     return cmocka_run_group_tests(tests, setup, teardown);
 }
