@@ -55,6 +55,8 @@ struct gml_zero {
     int attached;        /* the reducer is hooked into this step's last backward */
     int exchange;        /* stages 0, 1: the embedding's rows are gathered, wte/wpe reduced early */
     int gather_parts;    /* stages 1, 2: the update and the parameter gather in this many parts */
+    int early_gather;    /* stage 3: the step gathers unit 0 for the next forward */
+    int early_pending;   /* ... and it has not been acquired yet */
     int master_stale;    /* stages 1, 2 on a bf16 backend: the full master is current in the own shard
                           * only (the step gathers the compute copy); gml_zero_gather_params_host */
 
@@ -129,6 +131,7 @@ static gml_status z3_prefetch(void *ctx, int u) {
 
 static gml_status z3_acquire(void *ctx, int u, void **base) {
     gml_zero *z = ctx;
+    if (u == 0) z->early_pending = 0;
     GML_CHECK(z3_prefetch(ctx, u));
     param_window *w = &z->pw[gml_gpt_unit_window(z->model, u)];
     if (!w->ready) GML_CHECK(wait_window(w));
@@ -219,6 +222,10 @@ static gml_status z3_set_params_host(void *ctx, const float *host) {
     gml_zero *z = ctx;
     gml_backend *be = gml_gpt_backend(z->model);
     gml_zero_drop_params_host(z);
+    if (z->early_pending) { /* the gather the step started holds the old values */
+        z->early_pending = 0;
+        GML_CHECK(z3_release(z, 0));
+    }
     if (z->hi > z->lo) GML_CHECK(be->iface->memcpy_h2d(be, z->mshard, host + z->lo, (z->hi - z->lo) * 4));
     if (z->cshard != (void *)z->mshard) GML_CHECK(be->iface->cast_f32_to_act(be, z->cshard, z->mshard, z->S));
     return GML_OK;
@@ -359,6 +366,8 @@ gml_status gml_zero_create(gml_gpt *m, gml_comm *dp, gml_comm *dev, int stage, s
     z->S = padded / (size_t)size;
     z->as = gml_dtype_size(be->act_dtype);
     z->gather_parts = gather_parts_wanted();
+    const char *early = getenv("GML_ZERO3_EARLY_GATHER");
+    z->early_gather = !(early && strcmp(early, "0") == 0);
     z->lo = z->stage > 0 ? (size_t)z->rank * z->S : 0;
     z->hi = z->stage > 0 ? z->lo + z->S : P;
     if (z->lo > P) z->lo = P; /* a shard of pure padding */
@@ -472,7 +481,15 @@ gml_status gml_zero_step(gml_zero *z, double lr, double *grad_norm) {
     double norm = sqrt(sumsq);
     if (grad_norm) *grad_norm = norm;
     if (z->stage == 1 || z->stage == 2) return update_and_gather(z, lr, g, norm);
-    return gml_adamw_step_range(z->opt, lr, g, norm);
+    GML_CHECK(gml_adamw_step_range(z->opt, lr, g, norm));
+    /* stage 3: the next forward starts with unit 0 (wte, wpe) and has nothing
+     * to hide its gather behind; start it now, behind the host's work between
+     * steps (the window stays filled until that forward acquires it;
+     * z3_set_params_host drops it). GML_ZERO3_EARLY_GATHER=0, read by
+     * gml_zero_create, leaves it to the forward (measurements). */
+    if (z->stage != 3 || !z->early_gather || z->pw[gml_gpt_unit_window(z->model, 0)].unit >= 0) return GML_OK;
+    z->early_pending = 1;
+    return z3_prefetch(z, 0);
 }
 
 void gml_zero_before_last_backward(gml_zero *z) {

@@ -41,12 +41,15 @@
  *            is then reduced piece by piece onto each piece's owner (one
  *            reduce per owner, asynchronously, overlapping the next layer's
  *            backward: half the traffic of an all-reduce of the window); the
- *            owner moves its piece into the gradient shard. Gradient accumulation: every micro-step's backward
- *            reduces into the shard (the standard ZeRO-3 way: no full
- *            gradient buffer ever exists); a window starts from the shard's
+ *            owner moves its piece into the gradient shard. Gradient
+ *            accumulation: every micro-step's backward reduces into the
+ *            shard (the standard ZeRO-3 way: no full gradient buffer ever
+ *            exists); a window starts from the shard's
  *            own piece, so the reduction adds this micro-step to the sum so
  *            far. The step updates the shard only: the next forward gathers
- *            the new values, no all-gather after the step.
+ *            the new values, no all-gather after the step, except that the
+ *            step starts unit 0's gather (the first forward's, with nothing
+ *            to hide behind) to run while the host is between steps.
  *            Traffic per micro-step: broadcasts of about 2 P act values
  *            (every unit for the forward, the embedding again for the head,
  *            the blocks again for the backward) and reduces of P f32.
