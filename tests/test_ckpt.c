@@ -217,6 +217,20 @@ static void same_weights(const char *a, const char *b) {
 
 static curve g_straight; /* the uninterrupted 20-step run */
 
+/* Resume the run in run_dir, stopped with a checkpoint at step `at`, to the
+ * end: every step's loss, lr and norm must be the straight run's. */
+static void resume_to_end(const char *run_dir, int at, const char *what) {
+    char args[8192], want[64];
+    snprintf(args, sizeof args, "train.out_dir=%s --resume auto", run_dir);
+    char *out = gml(args, 0);
+    snprintf(want, sizeof want, "step_%08d/state.h5 (step %d)", at, at);
+    if (!strstr(out, want)) fail_msg("%s: no '%s' in:\n%s", what, want, out);
+    free(out);
+    curve c;
+    read_curve(run_dir, &c, STEPS);
+    assert_int_equal(same_steps(&g_straight, &c, what), STEPS);
+}
+
 static void test_resume_bit_for_bit(void **state) {
     (void)state;
     char args[8192], a_dir[1024], b_dir[1024], p1[2048], p2[2048];
@@ -230,15 +244,9 @@ static void test_resume_bit_for_bit(void **state) {
     unsetenv("GML_TEST_SIGNAL_AT_STEP");
     assert_non_null(strstr(out, "step 10 (stop signal)"));
     free(out);
-    snprintf(args, sizeof args, "train.out_dir=%s --resume auto", b_dir);
-    out = gml(args, 0);
-    assert_non_null(strstr(out, "step_00000010/state.h5 (step 10)"));
-    free(out);
-    curve b;
     read_curve(a_dir, &g_straight, STEPS);
-    read_curve(b_dir, &b, STEPS);
     assert_int_equal(g_straight.last, STEPS);
-    assert_int_equal(same_steps(&g_straight, &b, "stopped at 10 + resumed"), STEPS);
+    resume_to_end(b_dir, 10, "stopped at 10 + resumed");
     snprintf(p1, sizeof p1, "%s/model.h5", a_dir);
     snprintf(p2, sizeof p2, "%s/model.h5", b_dir);
     same_weights(p1, p2);
@@ -263,13 +271,7 @@ static void test_stop_file(void **state) {
     if (!strstr(out, "step 1 (stop file)")) fail_msg("want a checkpoint at step 1 for the stop file:\n%s", out);
     free(out);
     assert_int_equal(access(stop, F_OK), -1); /* deleted once the checkpoint was committed */
-    snprintf(args, sizeof args, "train.out_dir=%s --resume auto", c_dir);
-    out = gml(args, 0);
-    assert_non_null(strstr(out, "step_00000001/state.h5 (step 1)"));
-    free(out);
-    curve c;
-    read_curve(c_dir, &c, STEPS);
-    assert_int_equal(same_steps(&g_straight, &c, "stop file at 1 + resumed"), STEPS);
+    resume_to_end(c_dir, 1, "stop file at 1 + resumed");
     printf("stop file: checkpoint at step 1, file deleted, resumed run identical to the straight run\n");
 }
 
