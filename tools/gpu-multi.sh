@@ -24,7 +24,7 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTUR
 echo "build: $(( $(date +%s) - t0 )) s"
 if want tests; then
   ctest --test-dir build -L gpu -V >"$out/ctest_gpu.log" 2>&1; echo "ctest -L gpu rc=$? ($(( $(date +%s) - t0 )) s so far)"
-  grep -E "GPUs|identical|Passed|Failed|Skipped" "$out/ctest_gpu.log" | grep -v "^[0-9]*: *$" | tail -16
+  grep -E "GPUs|ranks on|identical|Passed|Failed|Skipped" "$out/ctest_gpu.log" | grep -v "^[0-9]*: *$" | tail -16
 fi
 mkdir -p data
 [ -f data/shakespeare_char.h5 ] ||
