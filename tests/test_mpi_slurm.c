@@ -5,7 +5,9 @@
  * the signal to the ranks, which commit a checkpoint and exit 3; the script
  * then requeues the job and exits 3. Started again (the requeued job: same
  * job id), it resumes from that checkpoint in the same run directory and is
- * preempted once more the same way. A job with bad input exits 2 and is not
+ * preempted once more the same way. SIGTERM to every process of the job at
+ * once (the time limit) also ends in a requeue, whatever mpirun's own exit
+ * code. A job with bad input exits 2 and is not
  * requeued. SLURM itself is not installed where tests run: `scontrol` is a
  * script on PATH that records its arguments (the only SLURM command the
  * batch script calls); mpirun and gml-dist are the real ones. */
@@ -89,12 +91,14 @@ static double now_s(void) {
 }
 
 /* Start the batch script in dir with `args` (output to dir/job_<tag>.log);
- * with signal_after > 0, SIGUSR1 to the batch shell once the run has
- * logged a train line past step signal_after. Returns the script's exit
+ * with signal_after > 0, once the run has logged a train line past step
+ * signal_after: SIGUSR1 to the batch shell (SLURM's --signal=B:USR1), or
+ * with term_all SIGTERM to every process of the job (the time limit's
+ * TERM). Returns the script's exit
  * code; a job still running after JOB_LIMIT_S (a few seconds is normal)
  * fails the test, its whole process group (mpirun, the ranks) killed. */
 #define JOB_LIMIT_S 120.0
-static int batch_job(const char *tag, const char *args, int signal_after, char **log) {
+static int batch_job(const char *tag, const char *args, int signal_after, int term_all, char **log) {
     char logpath[256], script[4096], cmd[16384];
     snprintf(logpath, sizeof logpath, "%s/job_%s.log", dir, tag);
     snprintf(script, sizeof script, "%s/cluster/slurm/train.sbatch", cli_env("GML_SOURCE_DIR"));
@@ -143,8 +147,10 @@ static int batch_job(const char *tag, const char *args, int signal_after, char *
         pid_t w = waitpid(pid, &status, WNOHANG);
         if (w == pid) break;
         if (!signalled && train_lines(&step) > 0 && step > signal_after) {
-            printf("%s: SIGUSR1 to the batch shell after step %d\n", tag, step);
-            kill(pid, SIGUSR1);
+            printf("%s: %s after step %d\n", tag, term_all ? "SIGTERM to every process of the job" :
+                                                   "SIGUSR1 to the batch shell", step);
+            if (term_all) kill(-pid, SIGTERM);
+            else kill(pid, SIGUSR1);
             signalled = 1;
         }
         if (now_s() - t0 > JOB_LIMIT_S) {
@@ -164,9 +170,9 @@ static int batch_job(const char *tag, const char *args, int signal_after, char *
     *log = buf;
     if (status == -1) {
         int lines = train_lines(&step);
-        fail_msg("%s: still running after %.0f s (train lines so far: %d, last step %d; SIGUSR1 %s): a hang; the "
+        fail_msg("%s: still running after %.0f s (train lines so far: %d, last step %d; signal %s): a hang; the "
                  "end of the job's log:\n%s", tag, JOB_LIMIT_S, lines, step,
-                 signal_after <= 0 ? "not wanted" : signalled ? "sent to the batch shell" : "not sent yet",
+                 signal_after <= 0 ? "not wanted" : signalled ? "sent" : "not sent yet",
                  n > 4096 ? buf + n - 4096 : buf);
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -195,7 +201,7 @@ static void test_preempted_requeued_resumed(void **state) {
                "under slurmstepd\n");
     char *log, args[512], last[512] = "";
     snprintf(args, sizeof args, "%s/run.yaml", dir);
-    int rc = batch_job("first", args, 100, &log);
+    int rc = batch_job("first", args, 100, 0, &log);
     printf("first job: exit %d\n", rc);
     if (rc != 3 || !strstr(log, "exit 3 (requeue, then --resume auto)") ||
         !strstr(log, "requeueing " JOB_ID))
@@ -215,7 +221,7 @@ static void test_preempted_requeued_resumed(void **state) {
     assert_int_equal(access(stop, F_OK), -1); /* deleted: the requeued job must run on */
 
     /* the requeued job: same id, same run directory */
-    rc = batch_job("second", args, stopped + 100, &log);
+    rc = batch_job("second", args, stopped + 100, 0, &log);
     printf("second job: exit %d\n", rc);
     char want[256];
     snprintf(want, sizeof want, "resume: " RUN_DIR "/ckpt/step_%08d/state.h5 (step %d)", stopped, stopped);
@@ -228,12 +234,33 @@ static void test_preempted_requeued_resumed(void **state) {
     assert_string_equal(last, "requeue " JOB_ID "\n");
 }
 
+/* The time limit reached without the early warning having ended the job (a
+ * stop checkpoint slower than --signal's lead): SLURM TERMs every process
+ * of the job at once, mpirun included, whose exit code then depends on the
+ * Open MPI build (Debian's 4.1.4: the ranks commit and exit 3, mpirun exits
+ * 1). The job must still be requeued. */
+static void test_term_to_every_process_requeued(void **state) {
+    (void)state;
+    char *log, args[512], last[512] = "";
+    int before = scontrol_calls(last, sizeof last), step = 0;
+    train_lines(&step);
+    snprintf(args, sizeof args, "%s/run.yaml", dir);
+    int rc = batch_job("term", args, step + 100, 1, &log);
+    const char *how = strstr(log, "stopped (mpirun exit ");
+    printf("job TERMed whole: exit %d; %.*s; stop checkpoint %s\n", rc, how ? (int)strcspn(how, "\n") : 0,
+           how ? how : "", strstr(log, "(stop signal) -> ") || strstr(log, "(stop file) -> ") ? "committed" : "not seen");
+    if (rc != 3 || !how || !strstr(log, "requeueing " JOB_ID))
+        fail_msg("job TERMed whole: exit %d, want 3 and a requeue:\n%s", rc, log);
+    assert_int_equal(scontrol_calls(last, sizeof last), before + 1);
+    assert_string_equal(last, "requeue " JOB_ID "\n");
+}
+
 static void test_bad_input_not_requeued(void **state) {
     (void)state;
     char *log, args[512], last[512] = "";
     int before = scontrol_calls(last, sizeof last);
     snprintf(args, sizeof args, "%s/run.yaml optim.lr=-1", dir);
-    int rc = batch_job("bad", args, 0, &log);
+    int rc = batch_job("bad", args, 0, 0, &log);
     printf("job with optim.lr=-1: exit %d\n", rc);
     if (rc != 2 || !strstr(log, "optim.lr")) fail_msg("exit %d, want 2 naming optim.lr:\n%s", rc, log);
     assert_int_equal(scontrol_calls(last, sizeof last), before);
@@ -242,6 +269,7 @@ static void test_bad_input_not_requeued(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_preempted_requeued_resumed),
+        cmocka_unit_test(test_term_to_every_process_requeued),
         cmocka_unit_test(test_bad_input_not_requeued),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
