@@ -195,10 +195,6 @@ static int scontrol_calls(char *last, size_t cap) {
 
 static void test_preempted_requeued_resumed(void **state) {
     (void)state;
-    struct sigaction here;
-    if (sigaction(SIGUSR1, NULL, &here) == 0 && here.sa_handler == SIG_IGN)
-        printf("note: SIGUSR1 is ignored where this test runs; the batch shell starts with it at default, as "
-               "under slurmstepd\n");
     char *log, args[512], last[512] = "";
     snprintf(args, sizeof args, "%s/run.yaml", dir);
     int rc = batch_job("first", args, 100, 0, &log);
