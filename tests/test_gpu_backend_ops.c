@@ -43,6 +43,11 @@
 #define TOL_F32_REDUCE 1e-4
 
 static gml_backend *g_cpu, *g_gpu;
+/* a second CUDA backend created with GML_ATTENTION=own: attention on our
+ * kernels where g_gpu's goes through cuDNN (test_attention runs both) */
+static gml_backend *g_own;
+/* kernels/cuda/attention_cudnn.cu; absent (NULL) in a build without CUDA */
+extern size_t gml_cuda_cudnn_attention_calls(gml_backend *be) __attribute__((weak));
 
 /* ---- random numbers: xorshift64*, seeded per test ---- */
 static uint64_t g_rng = 88172645463325252ULL;
@@ -586,19 +591,60 @@ static void run_attention(int B, int T, int C, int NH) {
     free(qkv_h), free(dout_h), free(out_h), free(lse_h);
 }
 
-static void test_attention(void **state) {
-    (void)state;
-    rng_seed(7);
+/* Every shape on both GPU paths: the default backend (cuDNN's fused
+ * attention for hd 64 and 128 where this build has cuDNN) and g_own
+ * (GML_ATTENTION=own: attention.cu's kernels), each against the CPU. */
+static void attention_shapes(void) {
     /* scalar fallback (hd not 64 or 128) */
     run_attention(2, 37, 64, 2); /* hd 32, T not a multiple of the tile */
     run_attention(2, 37, 96, 2); /* hd 48: partial lanes */
-    /* tensor-core kernels (hd 64 and 128; 64-row tiles, hd 128 also 32-row) */
+    /* tensor-core kernels or cuDNN (hd 64 and 128; 64-row tiles, hd 128 also 32-row) */
     run_attention(1, 70, 256, 2);    /* hd 128: the largest head, T not a multiple of 64 */
     run_attention(1, 192, 512, 4);   /* hd 128, T a multiple of 64 */
     run_attention(3, 1, 64, 1);      /* hd 64, T = 1 */
     run_attention(1, 200, 256, 4);   /* hd 64, T not a multiple of 64 */
     run_attention(2, 256, 768, 12);  /* GPT-2 124M heads */
     run_attention(2, 1024, 768, 12); /* GPT-2 124M at its full context */
+}
+
+static void test_attention(void **state) {
+    (void)state;
+    gml_backend *dflt = g_gpu;
+    for (int own = 0; own <= 1; own++) {
+        printf(" %s\n", own ? "GML_ATTENTION=own (attention.cu's kernels):" : "default (cuDNN where built in):");
+        rng_seed(7);
+        g_gpu = own ? g_own : dflt;
+        attention_shapes();
+    }
+    g_gpu = dflt;
+    const size_t by_cudnn = gml_cuda_cudnn_attention_calls ? gml_cuda_cudnn_attention_calls(g_gpu) : 0;
+    const size_t own_cudnn = gml_cuda_cudnn_attention_calls ? gml_cuda_cudnn_attention_calls(g_own) : 0;
+    printf(" cuDNN ran %zu attention calls of the default backend, %zu with GML_ATTENTION=own\n", by_cudnn,
+           own_cudnn);
+    assert_int_equal(own_cudnn, 0);
+#ifdef GML_HAVE_CUDNN
+    /* cuDNN must take at least the GPT-2 shapes (a silent fallback would
+     * cost the step its fused attention) */
+    assert_true(by_cudnn >= 2);
+#endif
+}
+
+/* A GML_ATTENTION value other than cudnn or own is refused when the backend
+ * is created, naming the variable. */
+static void test_attention_env_checked(void **state) {
+    (void)state;
+    const char *old = getenv("GML_ATTENTION");
+    char *saved = old ? strdup(old) : NULL;
+    gml_backend *be = NULL;
+    assert_int_equal(setenv("GML_ATTENTION", "fast", 1), 0);
+    gml_status st = gml_backend_create("cuda", 0, &be);
+    if (saved) assert_int_equal(setenv("GML_ATTENTION", saved, 1), 0);
+    else assert_int_equal(unsetenv("GML_ATTENTION"), 0);
+    free(saved);
+    printf(" GML_ATTENTION=fast: %s: %s\n", gml_status_name(st), gml_error_message());
+    assert_int_equal(st, GML_ERR_INVALID_ARG);
+    assert_null(be);
+    assert_non_null(strstr(gml_error_message(), "GML_ATTENTION=fast"));
 }
 
 static void run_classifier(int N, int V, int Vp) {
@@ -787,6 +833,17 @@ static int group_setup(void **state) {
         fprintf(stderr, "cuda backend: %s\n", gml_error_message());
         return -1;
     }
+    const char *old = getenv("GML_ATTENTION");
+    char *saved = old ? strdup(old) : NULL;
+    setenv("GML_ATTENTION", "own", 1);
+    st = gml_backend_create("cuda", 0, &g_own);
+    if (saved) setenv("GML_ATTENTION", saved, 1);
+    else unsetenv("GML_ATTENTION");
+    free(saved);
+    if (st != GML_OK) {
+        fprintf(stderr, "cuda backend with GML_ATTENTION=own: %s\n", gml_error_message());
+        return -1;
+    }
     if (g_gpu->act_dtype != GML_DTYPE_BF16) {
         fprintf(stderr, "cuda backend act dtype is %s, want bf16\n", gml_dtype_name(g_gpu->act_dtype));
         return -1;
@@ -797,6 +854,7 @@ static int group_setup(void **state) {
 
 static int group_teardown(void **state) {
     (void)state;
+    gml_backend_destroy(g_own);
     gml_backend_destroy(g_gpu);
     gml_backend_destroy(g_cpu);
     return 0;
@@ -818,6 +876,7 @@ int main(void) {
         cmocka_unit_test(test_residual_layernorm),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_env_checked),
         cmocka_unit_test(test_classifier),
         cmocka_unit_test(test_reductions),
         cmocka_unit_test(test_adamw),

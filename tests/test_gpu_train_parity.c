@@ -39,6 +39,10 @@ enum { B = 8, T = 64 };
  * gml_gpt_train_micro (recorded as a CUDA graph from its second call on)
  * instead of forward + loss_accumulate + backward launch by launch. */
 static int g_head_chunks; /* gml_gpt_config.head_chunks of the next run */
+static int g_n_head;      /* gml_gpt_config.n_head of the next run (0: CFG's) */
+static size_t g_cudnn_calls; /* attention calls cuDNN ran in the last run */
+/* kernels/cuda/attention_cudnn.cu; absent (NULL) in a build without CUDA */
+extern size_t gml_cuda_cudnn_attention_calls(gml_backend *be) __attribute__((weak));
 
 static void run_with(const char *kind, float dropout, int micro, double *losses, float **params_out, size_t *n_out) {
     gml_backend *be;
@@ -47,6 +51,7 @@ static void run_with(const char *kind, float dropout, int micro, double *losses,
     gml_gpt_config cfg = CFG;
     cfg.dropout = dropout;
     cfg.head_chunks = g_head_chunks;
+    if (g_n_head) cfg.n_head = g_n_head;
     assert_int_equal(gml_backend_create(kind, 0, &be), GML_OK);
     assert_int_equal(gml_gpt_create(be, &cfg, B, T, 0, &m), GML_OK);
     assert_int_equal(gml_gpt_init_weights(m, 1), GML_OK);
@@ -92,6 +97,7 @@ static void run_with(const char *kind, float dropout, int micro, double *losses,
         *n_out = gml_gpt_num_params(m);
     }
     be->iface->free(be, acc);
+    g_cudnn_calls = gml_cuda_cudnn_attention_calls ? gml_cuda_cudnn_attention_calls(be) : 0;
     gml_adamw_destroy(opt);
     gml_gpt_destroy(m);
     gml_backend_destroy(be);
@@ -186,6 +192,32 @@ static void test_tuned_matmuls_bit_identical(void **state) {
 /* The head in pieces (head_chunks = 3: 3 + 3 + 2 sequences, its backward
  * inside the forward; what training uses) tracks the whole head on the GPU:
  * the only difference is the bf16 rounding of the wte gradient's sum. */
+/* One head of 64 channels (hd 64): the attention forward goes through
+ * cuDNN's fused attention (kernels/cuda/attention_cudnn.cu) where this build
+ * has cuDNN. It tracks the CPU run, and the micro-step replayed from CUDA
+ * graphs (cuDNN's kernels recorded in them) equals the launch-by-launch
+ * run bit for bit. */
+static void test_cudnn_attention_track_and_replay(void **state) {
+    (void)state;
+    g_n_head = 1;
+    curves_track(0.0f);
+    double la[STEPS], lb[STEPS];
+    float *pa = NULL, *pb = NULL;
+    size_t na = 0, nb = 0;
+    run_with("cuda", 0.0f, 0, la, &pa, &na);
+    const size_t calls_launched = g_cudnn_calls;
+    run_with("cuda", 0.0f, 1, lb, &pb, &nb);
+    const size_t calls_replayed = g_cudnn_calls;
+    g_n_head = 0;
+    printf("hd 64: cuDNN ran %zu attention calls launch by launch, %zu recording or outside graphs\n",
+           calls_launched, calls_replayed);
+#ifdef GML_HAVE_CUDNN
+    assert_true(calls_launched >= STEPS);
+    assert_true(calls_replayed >= 1);
+#endif
+    assert_runs_identical(la, lb, pa, pb, na, nb, "launch by launch", "replayed");
+}
+
 static void test_head_chunks_track(void **state) {
     (void)state;
     double la[STEPS], lb[STEPS];
@@ -223,6 +255,7 @@ int main(void) {
                                        cmocka_unit_test(test_gpu_runs_bit_identical),
                                        cmocka_unit_test(test_graph_replay_bit_identical),
                                        cmocka_unit_test(test_tuned_matmuls_bit_identical),
-                                       cmocka_unit_test(test_head_chunks_track)};
+                                       cmocka_unit_test(test_head_chunks_track),
+                                       cmocka_unit_test(test_cudnn_attention_track_and_replay)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,11 @@
  * head h uses channels [h*hd, (h+1)*hd); out (B,T,C) bf16; lse (B,NH,T) f32
  * is the natural log-sum-exp of the scaled scores; scale = 1/sqrt(hd).
  *
+ * The forward first offers each call to cuDNN's fused attention
+ * (attention_cudnn.cu: hd 64 and 128, unless GML_ATTENTION=own); what
+ * cuDNN does not take, and every backward, runs on the kernels of this file.
+ * Their backward consumes cuDNN's out and lse as it does its own forward's.
+ *
  * Two implementations; the host picks one per call:
  *
  * 1. Tensor-core kernels (fa_*), FlashAttention-2 structure, for hd = 64 and
@@ -1132,6 +1137,9 @@ gml_status gml_cuda_attention_forward(gml_backend *be, void *out, float *lse, co
     GML_CHECK(check_shape("attention_forward", B, T, C, NH));
     const int hd = C / NH;
     const float scale = 1.0f / sqrtf((float)hd);
+    int done = 0;
+    GML_CHECK(gml_cudnn_attention_forward(c, out, lse, qkv, B, T, C, NH, scale, &done));
+    if (done) return GML_OK;
     if (fa_supported(hd) && aligned16(out) && aligned16(qkv)) {
         if (hd == 64) return fa_forward<64>(c->stream, (bf16 *)out, lse, (const bf16 *)qkv, B, T, C, NH, scale);
         return fa_forward<128>(c->stream, (bf16 *)out, lse, (const bf16 *)qkv, B, T, C, NH, scale);

@@ -276,6 +276,7 @@ static void cuda_destroy(gml_backend *be) {
         if (c->scratch) (void)cudaFree(c->scratch);
         if (c->lt_workspace) (void)cudaFree(c->lt_workspace);
         gml_cuda_matmul_release(c);
+        gml_cudnn_release(c);
         if (c->lt) (void)cublasLtDestroy(c->lt);
         if (c->stream) (void)cudaStreamDestroy(c->stream);
         (void)cudaGetLastError();
@@ -378,6 +379,14 @@ extern "C" gml_status gml_backend_cuda_create(int device_index, gml_backend **ou
     for (size_t i = 0; i + 1 < sizeof be->device_name && prop.name[i]; i++)
         be->device_name[i] = prop.name[i];
     be->peak_flops = peak_bf16_flops(prop.name);
+    {
+        const char *att = getenv("GML_ATTENTION"); /* which attention forward: cudnn (default) or own */
+        if (att && *att && strcmp(att, "cudnn") != 0 && strcmp(att, "own") != 0) {
+            st = gml_error_set(GML_ERR_INVALID_ARG, "GML_ATTENTION=%s: expected cudnn or own", att);
+            goto fail;
+        }
+        c->attention_own = att && !strcmp(att, "own");
+    }
 
     CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), st, fail);
     CUBLAS_CHECK_GOTO(cublasLtCreate(&c->lt), st, fail);

@@ -23,6 +23,10 @@ gml_status gml_backend_cuda_create(int device_index, gml_backend **out);
  * comm/'s NCCL backend enqueues collectives on it, so they are ordered with
  * the compute that produces and consumes their buffers. */
 void *gml_cuda_backend_stream(gml_backend *be);
+/* How many attention calls of this CUDA backend cuDNN has run so far
+ * (kernels/cuda/attention_cudnn.cu; 0 without cuDNN or with
+ * GML_ATTENTION=own): for tests and diagnostics. */
+size_t gml_cuda_cudnn_attention_calls(gml_backend *be);
 
 #ifdef __cplusplus
 }

@@ -101,6 +101,8 @@ typedef struct {
     size_t n_used;  /* live + tombstones */
     size_t in_use;  /* bytes allocated through alloc, now */
     size_t peak;    /* bytes, most ever at once */
+    int attention_own;             /* GML_ATTENTION=own: attention.cu's kernels even where cuDNN would run */
+    struct gml_cudnn_state *cudnn; /* attention_cudnn.cu's (gml_cudnn_release frees it); NULL until used */
 } gml_cuda_ctx;
 
 static inline gml_cuda_ctx *cuda_ctx(gml_backend *be) { return (gml_cuda_ctx *)be->ctx; }
@@ -199,6 +201,12 @@ gml_status gml_cuda_attention_forward(gml_backend *be, void *out, float *lse, co
                                       int NH);
 gml_status gml_cuda_attention_backward(gml_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
                                        const float *lse, int B, int T, int C, int NH);
+/* attention_cudnn.cu: the forward through cuDNN's fused attention; *done = 0
+ * (nothing launched) when this build has no cuDNN, GML_ATTENTION=own, or
+ * cuDNN declines the shape: the caller then runs attention.cu's kernels */
+gml_status gml_cudnn_attention_forward(gml_cuda_ctx *c, void *out, float *lse, const void *qkv, int B, int T, int C,
+                                       int NH, float scale, int *done);
+void gml_cudnn_release(gml_cuda_ctx *c);
 /* classifier.cu */
 gml_status gml_cuda_classifier_forward_backward(gml_backend *be, float *losses, void *logits, const int32_t *targets,
                                                 float dscale, int N, int V, int Vp);
