@@ -56,7 +56,9 @@ struct gml_backend_i {
     gml_status (*memcpy_d2h)(gml_backend *be, void *dst, const void *src, size_t bytes);
     gml_status (*memcpy_d2d)(gml_backend *be, void *dst, const void *src, size_t bytes);
     gml_status (*synchronize)(gml_backend *be);
-    /* bytes now allocated through alloc, and the most ever at once */
+    /* bytes now allocated through alloc plus the backend's own scratch
+     * (the CUDA backend's partial sums and cuDNN workspaces), and the most
+     * ever at once */
     void (*mem_stats)(gml_backend *be, size_t *in_use, size_t *peak);
 
     /* ---- conversions ---- */

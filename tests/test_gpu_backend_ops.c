@@ -43,8 +43,9 @@
 #define TOL_F32_REDUCE 1e-4
 
 static gml_backend *g_cpu, *g_gpu;
-/* a second CUDA backend created with GML_ATTENTION=own: attention on our
- * kernels where g_gpu's goes through cuDNN (test_attention runs both) */
+/* g_gpu is created with GML_ATTENTION=cudnn (cuDNN's fused attention for
+ * every call it accepts), g_own with GML_ATTENTION=own (our kernels only):
+ * test_attention runs both */
 static gml_backend *g_own;
 /* kernels/cuda/attention_cudnn.cu; absent (NULL) in a build without CUDA */
 extern size_t gml_cuda_cudnn_attention_calls(gml_backend *be) __attribute__((weak));
@@ -558,6 +559,20 @@ static void test_dropout(void **state) {
     pair_free(&x), pair_free(&out);
 }
 
+/* A CUDA backend created with GML_ATTENTION=value (NULL: unset), the
+ * variable restored afterwards. */
+static gml_status cuda_with_attention(const char *value, gml_backend **out) {
+    const char *old = getenv("GML_ATTENTION");
+    char *saved = old ? strdup(old) : NULL;
+    if (value) assert_int_equal(setenv("GML_ATTENTION", value, 1), 0);
+    else assert_int_equal(unsetenv("GML_ATTENTION"), 0);
+    gml_status st = gml_backend_create("cuda", 0, out);
+    if (saved) assert_int_equal(setenv("GML_ATTENTION", saved, 1), 0);
+    else assert_int_equal(unsetenv("GML_ATTENTION"), 0);
+    free(saved);
+    return st;
+}
+
 static void run_attention(int B, int T, int C, int NH) {
     char what[96];
     const size_t n_qkv = (size_t)B * T * 3 * C, n_out = (size_t)B * T * C, n_lse = (size_t)B * NH * T;
@@ -611,7 +626,7 @@ static void test_attention(void **state) {
     (void)state;
     gml_backend *dflt = g_gpu;
     for (int own = 0; own <= 1; own++) {
-        printf(" %s\n", own ? "GML_ATTENTION=own (attention.cu's kernels):" : "default (cuDNN where built in):");
+        printf(" %s\n", own ? "GML_ATTENTION=own (attention.cu's kernels):" : "GML_ATTENTION=cudnn (where built in):");
         rng_seed(7);
         g_gpu = own ? g_own : dflt;
         attention_shapes();
@@ -619,32 +634,76 @@ static void test_attention(void **state) {
     g_gpu = dflt;
     const size_t by_cudnn = gml_cuda_cudnn_attention_calls ? gml_cuda_cudnn_attention_calls(g_gpu) : 0;
     const size_t own_cudnn = gml_cuda_cudnn_attention_calls ? gml_cuda_cudnn_attention_calls(g_own) : 0;
-    printf(" cuDNN ran %zu attention calls of the default backend, %zu with GML_ATTENTION=own\n", by_cudnn,
+    printf(" cuDNN ran %zu attention calls with GML_ATTENTION=cudnn, %zu with GML_ATTENTION=own\n", by_cudnn,
            own_cudnn);
     assert_int_equal(own_cudnn, 0);
 #ifdef GML_HAVE_CUDNN
-    /* cuDNN must take at least the GPT-2 shapes (a silent fallback would
-     * cost the step its fused attention) */
-    assert_true(by_cudnn >= 2);
+    /* cuDNN must take at least the GPT-2 shapes, forward and both
+     * backwards (a silent fallback would cost the step its fused attention) */
+    assert_true(by_cudnn >= 6);
 #endif
 }
 
-/* A GML_ATTENTION value other than cudnn or own is refused when the backend
- * is created, naming the variable. */
+/* A GML_ATTENTION value other than auto, cudnn or own is refused when the
+ * backend is created, naming the variable. */
 static void test_attention_env_checked(void **state) {
     (void)state;
-    const char *old = getenv("GML_ATTENTION");
-    char *saved = old ? strdup(old) : NULL;
     gml_backend *be = NULL;
-    assert_int_equal(setenv("GML_ATTENTION", "fast", 1), 0);
-    gml_status st = gml_backend_create("cuda", 0, &be);
-    if (saved) assert_int_equal(setenv("GML_ATTENTION", saved, 1), 0);
-    else assert_int_equal(unsetenv("GML_ATTENTION"), 0);
-    free(saved);
+    gml_status st = cuda_with_attention("fast", &be);
     printf(" GML_ATTENTION=fast: %s: %s\n", gml_status_name(st), gml_error_message());
     assert_int_equal(st, GML_ERR_INVALID_ARG);
     assert_null(be);
     assert_non_null(strstr(gml_error_message(), "GML_ATTENTION=fast"));
+}
+
+/* GML_ATTENTION unset (auto): cuDNN takes the forward of a training-sized
+ * call (GPT-2 124M at 16 x 1024: B * NH * ceil(T / 128) = 1536 tiles, at
+ * least two waves on any GPU up to 768 SMs) and leaves a generation-sized
+ * one (B = 1, T = 1024: 96 tiles, fewer than two per SM on a GPU with 48 or
+ * more) to our kernels; the big call gives the bits of g_gpu's forward
+ * (GML_ATTENTION=cudnn: the same plan). */
+static void test_attention_auto(void **state) {
+    (void)state;
+    gml_backend *be = NULL;
+    OK(cuda_with_attention(NULL, &be));
+    const int shapes[2][4] = {{1, 1024, 768, 12}, {16, 1024, 768, 12}}; /* B, T, C, NH */
+    size_t calls[2];
+    for (int i = 0; i < 2; i++) {
+        const int B = shapes[i][0], T = shapes[i][1], C = shapes[i][2], NH = shapes[i][3];
+        const size_t n_qkv = (size_t)B * T * 3 * C, n_out = (size_t)B * T * C, n_lse = (size_t)B * NH * T;
+        void *qkv = NULL, *out = NULL, *lse = NULL, *out2 = NULL, *lse2 = NULL;
+        OK(be->iface->alloc(be, &qkv, n_qkv * 2));
+        OK(be->iface->alloc(be, &out, n_out * 2));
+        OK(be->iface->alloc(be, &lse, n_lse * 4));
+        OK(g_gpu->iface->alloc(g_gpu, &out2, n_out * 2));
+        OK(g_gpu->iface->alloc(g_gpu, &lse2, n_lse * 4));
+        rng_seed(11);
+        float *h = rand_bf16(n_qkv, -2.0f, 2.0f);
+        OK(be->iface->upload_f32(be, qkv, GML_DTYPE_BF16, h, n_qkv));
+        OK(be->iface->attention_forward(be, out, lse, qkv, B, T, C, NH));
+        OK(be->iface->synchronize(be));
+        calls[i] = gml_cuda_cudnn_attention_calls ? gml_cuda_cudnn_attention_calls(be) : 0;
+        printf(" auto, B=%d T=%d NH=%d: cuDNN calls so far %zu\n", B, T, NH, calls[i]);
+        if (i == 1 && calls[1] == 1) { /* same plan as GML_ATTENTION=cudnn: same bits */
+            OK(g_gpu->iface->attention_forward(g_gpu, out2, lse2, qkv, B, T, C, NH));
+            OK(g_gpu->iface->synchronize(g_gpu));
+            float *a = malloc(n_out * sizeof *a), *b = malloc(n_out * sizeof *b);
+            assert_non_null(a);
+            assert_non_null(b);
+            OK(be->iface->download_f32(be, a, out, GML_DTYPE_BF16, n_out));
+            OK(g_gpu->iface->download_f32(g_gpu, b, out2, GML_DTYPE_BF16, n_out));
+            assert_memory_equal(a, b, n_out * sizeof *a);
+            free(a), free(b);
+        }
+        free(h);
+        be->iface->free(be, qkv), be->iface->free(be, out), be->iface->free(be, lse);
+        g_gpu->iface->free(g_gpu, out2), g_gpu->iface->free(g_gpu, lse2);
+    }
+    assert_int_equal(calls[0], 0);
+#ifdef GML_HAVE_CUDNN
+    assert_int_equal(calls[1], 1);
+#endif
+    gml_backend_destroy(be);
 }
 
 static void run_classifier(int N, int V, int Vp) {
@@ -828,18 +887,12 @@ static int group_setup(void **state) {
         fprintf(stderr, "cpu backend: %s\n", gml_error_message());
         return -1;
     }
-    st = gml_backend_create("cuda", 0, &g_gpu);
+    st = cuda_with_attention("cudnn", &g_gpu);
     if (st != GML_OK) {
         fprintf(stderr, "cuda backend: %s\n", gml_error_message());
         return -1;
     }
-    const char *old = getenv("GML_ATTENTION");
-    char *saved = old ? strdup(old) : NULL;
-    setenv("GML_ATTENTION", "own", 1);
-    st = gml_backend_create("cuda", 0, &g_own);
-    if (saved) setenv("GML_ATTENTION", saved, 1);
-    else unsetenv("GML_ATTENTION");
-    free(saved);
+    st = cuda_with_attention("own", &g_own);
     if (st != GML_OK) {
         fprintf(stderr, "cuda backend with GML_ATTENTION=own: %s\n", gml_error_message());
         return -1;
@@ -877,6 +930,7 @@ int main(void) {
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_env_checked),
+        cmocka_unit_test(test_attention_auto),
         cmocka_unit_test(test_classifier),
         cmocka_unit_test(test_reductions),
         cmocka_unit_test(test_adamw),

@@ -192,13 +192,17 @@ static void test_tuned_matmuls_bit_identical(void **state) {
 /* The head in pieces (head_chunks = 3: 3 + 3 + 2 sequences, its backward
  * inside the forward; what training uses) tracks the whole head on the GPU:
  * the only difference is the bf16 rounding of the wte gradient's sum. */
-/* One head of 64 channels (hd 64): the attention forward goes through
- * cuDNN's fused attention (kernels/cuda/attention_cudnn.cu) where this build
- * has cuDNN. It tracks the CPU run, and the micro-step replayed from CUDA
- * graphs (cuDNN's kernels recorded in them) equals the launch-by-launch
- * run bit for bit. */
+/* One head of 64 channels (hd 64) with GML_ATTENTION=cudnn: attention,
+ * forward and backward, goes through cuDNN's fused attention
+ * (kernels/cuda/attention_cudnn.cu) where this build has cuDNN (the default,
+ * auto, leaves calls this small to our kernels). It tracks the CPU run, and
+ * the micro-step replayed from CUDA graphs (cuDNN's kernels recorded in
+ * them) equals the launch-by-launch run bit for bit. */
 static void test_cudnn_attention_track_and_replay(void **state) {
     (void)state;
+    const char *old = getenv("GML_ATTENTION");
+    char *saved = old ? strdup(old) : NULL;
+    assert_int_equal(setenv("GML_ATTENTION", "cudnn", 1), 0);
     g_n_head = 1;
     curves_track(0.0f);
     double la[STEPS], lb[STEPS];
@@ -209,6 +213,9 @@ static void test_cudnn_attention_track_and_replay(void **state) {
     run_with("cuda", 0.0f, 1, lb, &pb, &nb);
     const size_t calls_replayed = g_cudnn_calls;
     g_n_head = 0;
+    if (saved) assert_int_equal(setenv("GML_ATTENTION", saved, 1), 0);
+    else assert_int_equal(unsetenv("GML_ATTENTION"), 0);
+    free(saved);
     printf("hd 64: cuDNN ran %zu attention calls launch by launch, %zu recording or outside graphs\n",
            calls_launched, calls_replayed);
 #ifdef GML_HAVE_CUDNN

@@ -6,10 +6,10 @@
  * head h uses channels [h*hd, (h+1)*hd); out (B,T,C) bf16; lse (B,NH,T) f32
  * is the natural log-sum-exp of the scaled scores; scale = 1/sqrt(hd).
  *
- * The forward first offers each call to cuDNN's fused attention
- * (attention_cudnn.cu: hd 64 and 128, unless GML_ATTENTION=own); what
- * cuDNN does not take, and every backward, runs on the kernels of this file.
- * Their backward consumes cuDNN's out and lse as it does its own forward's.
+ * Each call is first offered to cuDNN's fused attention (attention_cudnn.cu:
+ * hd 64 and 128, unless GML_ATTENTION=own); what cuDNN does not take runs
+ * on the kernels of this file. Both compute the same lse, so either
+ * backward consumes either forward's out and lse.
  *
  * Two implementations; the host picks one per call:
  *
@@ -1163,6 +1163,9 @@ gml_status gml_cuda_attention_backward(gml_backend *be, void *dqkv, const void *
     const int hd = C / NH;
     const float scale = 1.0f / sqrtf((float)hd);
     const size_t rows = (size_t)B * NH * T;
+    int done = 0;
+    GML_CHECK(gml_cudnn_attention_backward(c, dqkv, dout, qkv, out, lse, B, T, C, NH, scale, &done));
+    if (done) return GML_OK;
     void *scratch = NULL;
     GML_CHECK(gml_cuda_scratch(c, rows * sizeof(float), &scratch));
     float *Dsum = (float *)scratch; /* (B,NH,T) */

@@ -1,24 +1,38 @@
-/* attention_cudnn.cu — the causal attention forward through cuDNN's fused
- * flash-attention engine, for the layout of attention.cu: qkv (B,T,3C) bf16
- * (q | k | v per position, head h at channels [h*hd, (h+1)*hd)), out (B,T,C)
- * bf16, lse (B,NH,T) f32 the natural log-sum-exp of the scaled scores, which
- * attention.cu's backward consumes as it does its own forward's.
+/* attention_cudnn.cu — causal attention, forward and backward, through
+ * cuDNN's fused flash-attention engines, for the layout of attention.cu:
+ * qkv (B,T,3C) bf16 (q | k | v per position, head h at channels
+ * [h*hd, (h+1)*hd)), out (B,T,C) bf16, lse (B,NH,T) f32 the natural
+ * log-sum-exp of the scaled scores, dqkv (B,T,3C) bf16 written whole. Every
+ * tensor is used in place through strides: no copies, no transposes.
  *
- * cuDNN is driven through its backend C API: an operation graph of matmul,
- * pointwise and reduction nodes in the shape cuDNN recognises as scaled
- * dot-product attention (S = Q K^T, S * scale, causal mask by row/column
- * index, softmax with its statistics, O = P V), the engines its heuristics
- * rank first, the first whose execution plan finalizes. Plans are built once
- * per shape and cached; building never happens while a CUDA graph records
- * (the first call of a shape runs outside, as every first micro-step does).
+ * cuDNN is driven through its backend C API: operation graphs of matmul,
+ * pointwise, reduction and reshape nodes in the shape cuDNN recognises as
+ * scaled dot-product attention (the lowering cudnn-frontend uses for
+ * cuDNN 9.x before the single SDPA operation):
+ *  - forward: S = Q K^T, S * scale, causal mask by row/column index,
+ *    softmax with its statistics (lse = max + log sum), O = P V;
+ *  - backward: D = rowsum(dO O) into a buffer we own, P = exp(scale S -
+ *    lse) masked, dV = P^T dO, dS = P (dO V^T - D) scale, dK = dS^T Q,
+ *    dQ = dS K. dQ is written by its matmul (no f32 accumulator filled with
+ *    atomics, which cuDNN would take as the cue for its faster
+ *    non-deterministic engine), so the result is the same bit for bit on
+ *    every run, as bit-for-bit resume needs. Its engine keeps dP in a bf16
+ *    workspace of B * NH * T^2 * 2 bytes (384 MiB for GPT-2 124M at 16 x
+ *    1024); above CUDNN_MAX_WORKSPACE the call goes to attention.cu.
+ * The heuristics' engines are tried in their order and the first whose
+ * execution plan finalizes is kept, one plan per (graph, shape), built on
+ * first use, which is never while a CUDA graph records (the first
+ * micro-step runs outside). Workspaces come from the backend's scratch.
  *
- * Owns: the cuDNN handle (bound to the context's stream), the cached plans
- * and their descriptors, and a grow-only workspace; gml_cudnn_release frees
- * all of it. Selection: GML_ATTENTION=own (read when the backend is
- * created, kernels/cuda/backend_cuda.cu) keeps attention.cu's kernels;
- * otherwise cuDNN runs where it accepts the shape (hd 64/128, 16-byte
- * aligned tensors, compute capability 8.0+), and a shape it declines falls
- * back to attention.cu, said once on stderr.
+ * Owns: the cuDNN handle (bound to the context's stream) and the cached
+ * plans with their descriptors; gml_cudnn_release frees them. Selection
+ * (GML_ATTENTION, read when the backend is created, backend_cuda.cu): auto
+ * (the default) gives cuDNN the calls with at least two waves of 128-query
+ * tiles (B * NH * ceil(T / 128) >= 2 * SMs: training batches, not
+ * generation), cudnn every call it accepts, own none. cuDNN accepts hd 64
+ * and 128 with 16-byte aligned tensors; a shape it declines goes to
+ * attention.cu, said once on stderr. At most CUDNN_MAX_PLANS plans are
+ * built; later shapes run on attention.cu's kernels.
  */
 #include <math.h>
 #include <stdio.h>
@@ -32,19 +46,28 @@
 
 #include <cudnn.h>
 
-#define CUDNN_MAX_PLANS 8
-#define CUDNN_MAX_DESCS 64
-#define CUDNN_MAX_CFGS 8
+#define CUDNN_MAX_PLANS 16
+#define CUDNN_MAX_DESCS 128
+#define CUDNN_MAX_CFGS  8
+/* The most workspace a plan may ask for (the deterministic backward's bf16
+ * dP: B * NH * T^2 * 2 bytes, 384 MiB for GPT-2 124M at 16 x 1024); above
+ * it, attention.cu's kernels run the call. It lives in the backend's
+ * scratch, shared with every other op. */
+#define CUDNN_MAX_WORKSPACE ((size_t)1 << 30)
 
 /* tensor unique ids of the forward graph's real and by-value tensors */
 enum { UID_Q = 1, UID_K, UID_V, UID_O, UID_STATS, UID_SCALE, UID_NEG };
 
+enum { ATT_FWD, ATT_BWD }; /* the graph a plan runs */
+
 typedef struct {
-    int B, T, C, NH;     /* the shape */
-    int ok;              /* 1: plan usable; 0: cuDNN declined (use attention.cu) */
-    float scale;         /* by-value attention scale */
-    float neg;           /* by-value masked score */
-    int64_t workspace;   /* bytes the plan needs */
+    int kind;          /* ATT_FWD or ATT_BWD */
+    int B, T, C, NH;   /* the shape */
+    int ok;            /* 1: plan usable; 0: cuDNN declined (use attention.cu) */
+    float scale;       /* by-value attention scale */
+    float neg;         /* by-value masked score */
+    float one;         /* by-value 1 (the backward's D = rowsum(dO O) * 1) */
+    int64_t workspace; /* bytes the plan needs */
     cudnnBackendDescriptor_t plan;
     cudnnBackendDescriptor_t descs[CUDNN_MAX_DESCS]; /* every descriptor the plan was built from */
     int n_descs;
@@ -53,11 +76,10 @@ typedef struct {
 struct gml_cudnn_state {
     int disabled; /* GML_ATTENTION=own, or cuDNN unusable here */
     size_t calls; /* executions so far (gml_cuda_cudnn_attention_calls) */
+    int full_said; /* the note that no more plans are built was printed */
     cudnnHandle_t handle;
     cudnn_plan plans[CUDNN_MAX_PLANS];
     int n_plans;
-    void *ws; /* device workspace, ws_bytes */
-    size_t ws_bytes;
 };
 
 /* ---- descriptor building with one sticky error ---- */
@@ -174,6 +196,17 @@ static cudnnBackendDescriptor_t reduction(builder *b, cudnnReduceTensorOp_t mode
     return op;
 }
 
+static void build_plan(builder *b, cudnnHandle_t handle, cudnnBackendDescriptor_t *ops, int n);
+
+static cudnnBackendDescriptor_t reshape(builder *b, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y,
+                                        const char *what) {
+    cudnnBackendDescriptor_t op = mk(b, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
+    set(b, op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
+    set(b, op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
+    fin(b, op, what);
+    return op;
+}
+
 /* ---- the forward graph ---- */
 
 static void build_forward(builder *b, cudnnHandle_t handle, int B, int T, int C, int NH) {
@@ -231,7 +264,13 @@ static void build_forward(builder *b, cudnnHandle_t handle, int B, int T, int C,
     ops[n++] = pointwise(b, CUDNN_POINTWISE_DIV, F32, e, z, NULL, p, -1, "P");
     /* O = P V */
     ops[n++] = matmul(b, p, v, o, "matmul P V");
+    build_plan(b, handle, ops, n);
+}
 
+/* The operation graph of ops[0..n), the heuristics' engine configurations
+ * in their order, and the first whose execution plan finalizes: b->p->plan
+ * and its workspace size. */
+static void build_plan(builder *b, cudnnHandle_t handle, cudnnBackendDescriptor_t *ops, int n) {
     cudnnBackendDescriptor_t graph = mk(b, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
     set(b, graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n, ops);
     set(b, graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
@@ -250,8 +289,10 @@ static void build_forward(builder *b, cudnnHandle_t handle, int B, int T, int C,
     if (b->err == CUDNN_STATUS_SUCCESS) {
         cudnnStatus_t s = cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                                                    CUDNN_MAX_CFGS, &n_cfgs, cfgs);
-        if (s != CUDNN_STATUS_SUCCESS) B_FAIL(b, s, "engine heuristics: results");
-        else if (n_cfgs == 0) B_FAIL(b, CUDNN_STATUS_NOT_SUPPORTED, "engine heuristics: no engine for the graph");
+        if (s != CUDNN_STATUS_SUCCESS)
+            B_FAIL(b, s, "engine heuristics: results");
+        else if (n_cfgs == 0)
+            B_FAIL(b, CUDNN_STATUS_NOT_SUPPORTED, "engine heuristics: no engine for the graph");
     }
     cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
     for (int64_t i = 0; i < n_cfgs && b->err == CUDNN_STATUS_SUCCESS && !b->p->plan; i++) {
@@ -271,6 +312,88 @@ static void build_forward(builder *b, cudnnHandle_t handle, int B, int T, int C,
     }
 }
 
+/* ---- the backward graph (deterministic: dQ is written by its matmul, no
+ * f32 accumulator that cuDNN would fill with atomics) ---- */
+
+enum { BW_Q = 1, BW_KT, BW_VT, BW_O, BW_DO, BW_STATS, BW_DQ, BW_DK, BW_DV, BW_SUM, BW_SCALE, BW_ONE, BW_NEG };
+
+static void build_backward(builder *b, cudnnHandle_t handle, int B, int T, int C, int NH) {
+    const int64_t hd = C / NH, C3 = 3 * (int64_t)C, T_ = T;
+    const cudnnDataType_t BF = CUDNN_DATA_BFLOAT16, F32 = CUDNN_DATA_FLOAT, I32 = CUDNN_DATA_INT32;
+    int64_t vid = 100;
+
+    const int64_t d_q[4] = {B, NH, T_, hd}, s_q[4] = {T_ * C3, hd, C3, 1};
+    const int64_t d_kt[4] = {B, NH, hd, T_}, s_kt[4] = {T_ * C3, hd, 1, C3};
+    const int64_t s_o[4] = {T_ * C, hd, C, 1};
+    const int64_t s_oo[4] = {NH * T_ * hd, T_ * hd, NH * hd, 1}; /* dO * O (virtual) */
+    const int64_t d_st[4] = {B, NH, T_, 1}, s_st[4] = {NH * T_, T_, 1, 1};
+    const int64_t d_s[4] = {B, NH, T_, T_}, s_s[4] = {NH * T_ * T_, T_ * T_, T_, 1};
+    const int64_t s_st_t[4] = {NH * T_ * T_, T_ * T_, 1, T_}; /* the transposed view of an S-shaped tensor */
+    const int64_t d_1[4] = {1, 1, 1, 1}, s_1[4] = {1, 1, 1, 1};
+
+    cudnnBackendDescriptor_t q = tensor(b, BW_Q, BF, d_q, s_q, false, false, "Q");
+    cudnnBackendDescriptor_t kt = tensor(b, BW_KT, BF, d_kt, s_kt, false, false, "K^T");
+    cudnnBackendDescriptor_t vt = tensor(b, BW_VT, BF, d_kt, s_kt, false, false, "V^T");
+    cudnnBackendDescriptor_t o = tensor(b, BW_O, BF, d_q, s_o, false, false, "O");
+    cudnnBackendDescriptor_t dout = tensor(b, BW_DO, BF, d_q, s_o, false, false, "dO");
+    cudnnBackendDescriptor_t stats = tensor(b, BW_STATS, F32, d_st, s_st, false, false, "stats");
+    cudnnBackendDescriptor_t dq = tensor(b, BW_DQ, BF, d_q, s_q, false, false, "dQ");
+    cudnnBackendDescriptor_t dk = tensor(b, BW_DK, BF, d_q, s_q, false, false, "dK");
+    cudnnBackendDescriptor_t dv = tensor(b, BW_DV, BF, d_q, s_q, false, false, "dV");
+    cudnnBackendDescriptor_t sum = tensor(b, BW_SUM, F32, d_st, s_st, false, false, "rowsum(dO O)");
+    cudnnBackendDescriptor_t scale = tensor(b, BW_SCALE, F32, d_1, s_1, false, true, "scale");
+    cudnnBackendDescriptor_t one = tensor(b, BW_ONE, F32, d_1, s_1, false, true, "one");
+    cudnnBackendDescriptor_t neg = tensor(b, BW_NEG, F32, d_1, s_1, false, true, "masked value");
+
+    cudnnBackendDescriptor_t ops[24];
+    int n = 0;
+    /* D = rowsum(dO * O) (FlashAttention's D), written to a buffer we own */
+    cudnnBackendDescriptor_t doo = tensor(b, vid++, F32, d_q, s_oo, true, false, "dO O");
+    ops[n++] = pointwise(b, CUDNN_POINTWISE_MUL, F32, dout, o, NULL, doo, -1, "dO O");
+    cudnnBackendDescriptor_t r1 = tensor(b, vid++, F32, d_st, s_st, true, false, "rowsum");
+    ops[n++] = reduction(b, CUDNN_REDUCE_TENSOR_ADD, doo, r1, "rowsum");
+    ops[n++] = pointwise(b, CUDNN_POINTWISE_MUL, F32, r1, one, NULL, sum, -1, "rowsum * 1");
+    /* P = exp(scale Q K^T - stats), causal */
+    cudnnBackendDescriptor_t s0 = tensor(b, vid++, F32, d_s, s_s, true, false, "S");
+    ops[n++] = matmul(b, q, kt, s0, "matmul Q K^T");
+    cudnnBackendDescriptor_t s1 = tensor(b, vid++, F32, d_s, s_s, true, false, "S scaled");
+    ops[n++] = pointwise(b, CUDNN_POINTWISE_MUL, F32, s0, scale, NULL, s1, -1, "scale");
+    cudnnBackendDescriptor_t s2 = tensor(b, vid++, F32, d_s, s_s, true, false, "S - stats");
+    ops[n++] = pointwise(b, CUDNN_POINTWISE_SUB, F32, s1, stats, NULL, s2, -1, "S - stats");
+    cudnnBackendDescriptor_t row = tensor(b, vid++, I32, d_s, s_s, true, false, "row index");
+    ops[n++] = pointwise(b, CUDNN_POINTWISE_GEN_INDEX, I32, s2, NULL, NULL, row, 2, "row index");
+    cudnnBackendDescriptor_t col = tensor(b, vid++, I32, d_s, s_s, true, false, "column index");
+    ops[n++] = pointwise(b, CUDNN_POINTWISE_GEN_INDEX, I32, s2, NULL, NULL, col, 3, "column index");
+    cudnnBackendDescriptor_t keep = tensor(b, vid++, CUDNN_DATA_BOOLEAN, d_s, s_s, true, false, "causal mask");
+    ops[n++] = pointwise(b, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, NULL, keep, -1, "row >= column");
+    cudnnBackendDescriptor_t s3 = tensor(b, vid++, F32, d_s, s_s, true, false, "S masked");
+    ops[n++] = pointwise(b, CUDNN_POINTWISE_BINARY_SELECT, F32, s2, neg, keep, s3, -1, "mask");
+    cudnnBackendDescriptor_t e = tensor(b, vid++, F32, d_s, s_s, true, false, "P");
+    ops[n++] = pointwise(b, CUDNN_POINTWISE_EXP, F32, s3, NULL, NULL, e, -1, "exp");
+    /* dV = P^T dO (P^T a bf16 view: a matmul's A operand in the i/o type) */
+    cudnnBackendDescriptor_t pt = tensor(b, vid++, BF, d_s, s_st_t, true, false, "P^T");
+    ops[n++] = reshape(b, e, pt, "P^T");
+    ops[n++] = matmul(b, pt, dout, dv, "matmul P^T dO");
+    /* dS = P (dO V^T - D) scale */
+    cudnnBackendDescriptor_t dp = tensor(b, vid++, F32, d_s, s_s, true, false, "dP");
+    ops[n++] = matmul(b, dout, vt, dp, "matmul dO V^T");
+    cudnnBackendDescriptor_t t1 = tensor(b, vid++, F32, d_s, s_s, true, false, "dP - D");
+    ops[n++] = pointwise(b, CUDNN_POINTWISE_SUB, F32, dp, sum, NULL, t1, -1, "dP - D");
+    cudnnBackendDescriptor_t t2 = tensor(b, vid++, F32, d_s, s_s, true, false, "P (dP - D)");
+    ops[n++] = pointwise(b, CUDNN_POINTWISE_MUL, F32, t1, e, NULL, t2, -1, "P (dP - D)");
+    cudnnBackendDescriptor_t ds = tensor(b, vid++, F32, d_s, s_s, true, false, "dS");
+    ops[n++] = pointwise(b, CUDNN_POINTWISE_MUL, F32, t2, scale, NULL, ds, -1, "dS");
+    /* dK = dS^T Q */
+    cudnnBackendDescriptor_t dst = tensor(b, vid++, BF, d_s, s_st_t, true, false, "dS^T");
+    ops[n++] = reshape(b, ds, dst, "dS^T");
+    ops[n++] = matmul(b, dst, q, dk, "matmul dS^T Q");
+    /* dQ = dS K (K: K^T viewed back) */
+    cudnnBackendDescriptor_t kv = tensor(b, vid++, F32, d_q, s_q, true, false, "K");
+    ops[n++] = reshape(b, kt, kv, "K");
+    ops[n++] = matmul(b, ds, kv, dq, "matmul dS K");
+    build_plan(b, handle, ops, n);
+}
+
 static void plan_free(cudnn_plan *p) {
     for (int i = p->n_descs - 1; i >= 0; i--)
         (void)cudnnBackendDestroyDescriptor(p->descs[i]);
@@ -285,7 +408,7 @@ static gml_status state_get(gml_cuda_ctx *c, struct gml_cudnn_state **out) {
         struct gml_cudnn_state *s = (struct gml_cudnn_state *)calloc(1, sizeof *s);
         if (!s) return gml_error_set(GML_ERR_NOMEM, "cuDNN state");
         c->cudnn = s;
-        if (c->attention_own) {
+        if (c->attention == GML_ATTENTION_OWN) {
             s->disabled = 1;
         } else if (cudnnGetVersion() / 10000 != CUDNN_MAJOR) {
             fprintf(stderr, "gml: cuDNN %zu at run time, built against %d.%d: attention runs on our kernels\n",
@@ -304,81 +427,148 @@ static gml_status state_get(gml_cuda_ctx *c, struct gml_cudnn_state **out) {
     return GML_OK;
 }
 
-/* The plan for this shape (built on first use); NULL when cuDNN declines it. */
-static gml_status plan_get(gml_cuda_ctx *c, struct gml_cudnn_state *s, int B, int T, int C, int NH,
+/* The plan of this kind for this shape (built on first use); NULL when
+ * cuDNN declines it. */
+static gml_status plan_get(gml_cuda_ctx *c, struct gml_cudnn_state *s, int kind, int B, int T, int C, int NH,
                            cudnn_plan **out) {
     *out = NULL;
     for (int i = 0; i < s->n_plans; i++) {
         cudnn_plan *p = &s->plans[i];
-        if (p->B == B && p->T == T && p->C == C && p->NH == NH) {
+        if (p->kind == kind && p->B == B && p->T == T && p->C == C && p->NH == NH) {
             if (p->ok) *out = p;
             return GML_OK;
         }
     }
-    if (s->n_plans == CUDNN_MAX_PLANS) { /* evict the oldest */
-        plan_free(&s->plans[0]);
-        memmove(&s->plans[0], &s->plans[1], (CUDNN_MAX_PLANS - 1) * sizeof s->plans[0]);
-        s->n_plans--;
+    if (s->n_plans == CUDNN_MAX_PLANS) {
+        /* Building a plan takes cuDNN milliseconds to seconds (runtime
+         * compilation), paid back only by a shape that comes again: training
+         * has one or two. A caller that walks through shapes (generation,
+         * whose T grows by one per token) keeps the plans it has, and new
+         * shapes run on attention.cu's kernels. */
+        if (!s->full_said) {
+            fprintf(stderr, "gml: %d cuDNN attention plans built; further shapes run on our kernels\n",
+                    CUDNN_MAX_PLANS);
+            s->full_said = 1;
+        }
+        return GML_OK;
     }
     cudnn_plan *p = &s->plans[s->n_plans++];
     memset(p, 0, sizeof *p);
-    p->B = B, p->T = T, p->C = C, p->NH = NH;
+    p->kind = kind, p->B = B, p->T = T, p->C = C, p->NH = NH;
     builder b = {p, CUDNN_STATUS_SUCCESS, NULL, 0};
-    build_forward(&b, s->handle, B, T, C, NH);
+    if (kind == ATT_FWD)
+        build_forward(&b, s->handle, B, T, C, NH);
+    else
+        build_backward(&b, s->handle, B, T, C, NH);
+    if (b.err == CUDNN_STATUS_SUCCESS && p->workspace > (int64_t)CUDNN_MAX_WORKSPACE)
+        B_FAIL(&b, CUDNN_STATUS_NOT_SUPPORTED, "workspace above the cap (CUDNN_MAX_WORKSPACE)");
     if (b.err != CUDNN_STATUS_SUCCESS) {
         fprintf(stderr,
-                "gml: cuDNN declined attention B=%d T=%d C=%d NH=%d (%s: %s, %s:%d): attention.cu's kernels run "
-                "it\n",
-                B, T, C, NH, b.what, cudnnGetErrorString(b.err), __FILE__, b.line);
+                "gml: cuDNN declined the attention %s B=%d T=%d C=%d NH=%d (%s: %s, %s:%d): attention.cu's kernels "
+                "run it\n",
+                kind == ATT_FWD ? "forward" : "backward", B, T, C, NH, b.what, cudnnGetErrorString(b.err), __FILE__,
+                b.line);
         plan_free(p);
         return GML_OK;
-    }
-    if ((size_t)p->workspace > s->ws_bytes) {
-        if (s->ws) CUDA_CHECK(cudaFree(s->ws));
-        s->ws = NULL;
-        s->ws_bytes = 0;
-        CUDA_CHECK(cudaMalloc(&s->ws, (size_t)p->workspace));
-        s->ws_bytes = (size_t)p->workspace;
     }
     p->ok = 1;
     *out = p;
     return GML_OK;
 }
 
+/* The state and plan for this call, or *p = NULL: cuDNN does not take it
+ * (no 16-byte alignment of every tensor, a head size other than 64 / 128,
+ * GML_ATTENTION=own, cuDNN unusable, or declined). */
+static gml_status usable(gml_cuda_ctx *c, int kind, int B, int T, int C, int NH, const void *const *tensors, int n,
+                         struct gml_cudnn_state **st, cudnn_plan **p) {
+    *st = NULL, *p = NULL;
+    const int hd = C / NH;
+    if (hd != 64 && hd != 128) return GML_OK;
+    /* auto: only calls with at least two waves of 128-query tiles. Smaller
+     * ones are latency-bound on any kernel, and each new shape costs cuDNN
+     * ~0.2 s to plan: generation, whose T grows by one per token with
+     * B = 1, would pay that per token. The rule depends on the shape alone,
+     * so a resumed run makes the same choices (bit-for-bit resume). */
+    if (c->attention == GML_ATTENTION_AUTO && (long)B * NH * ((T + 127) / 128) < 2L * c->sm_count) return GML_OK;
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)tensors[i] & 15u) return GML_OK;
+    GML_CHECK(state_get(c, st));
+    if (!*st) return GML_OK;
+    return plan_get(c, *st, kind, B, T, C, NH, p);
+}
+
+/* The plan's workspace followed by `extra` bytes (16-byte aligned), in the
+ * backend's scratch (valid until the next op asks for scratch). */
+static gml_status workspace(gml_cuda_ctx *c, const cudnn_plan *p, size_t extra, void **ws, void **extra_ptr) {
+    const size_t head = ((size_t)p->workspace + 255) & ~(size_t)255;
+    GML_CHECK(gml_cuda_scratch(c, head + extra, ws));
+    if (extra_ptr) *extra_ptr = (char *)*ws + head;
+    return GML_OK;
+}
+
+/* Runs plan p with the n (uid, pointer) pairs and workspace ws. */
+static gml_status execute(struct gml_cudnn_state *s, cudnn_plan *p, int n, const int64_t *uids, void **ptrs, void *ws) {
+    cudnnBackendDescriptor_t vp = NULL;
+    cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp);
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids);
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs);
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
+    if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(vp);
+    if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendExecute(s->handle, p->plan, vp);
+    if (vp) (void)cudnnBackendDestroyDescriptor(vp);
+    if (st != CUDNN_STATUS_SUCCESS)
+        return gml_error_set(GML_ERR_BACKEND, "cuDNN attention %s B=%d T=%d C=%d NH=%d failed: %s",
+                             p->kind == ATT_FWD ? "forward" : "backward", p->B, p->T, p->C, p->NH,
+                             cudnnGetErrorString(st));
+    CUDA_CHECK_LAUNCH("cuDNN attention");
+    s->calls++;
+    return GML_OK;
+}
+
 gml_status gml_cudnn_attention_forward(gml_cuda_ctx *c, void *out, float *lse, const void *qkv, int B, int T, int C,
                                        int NH, float scale, int *done) {
     *done = 0;
-    const int hd = C / NH;
-    if (hd != 64 && hd != 128) return GML_OK;
-    if (((uintptr_t)out & 15u) || ((uintptr_t)qkv & 15u) || ((uintptr_t)lse & 15u)) return GML_OK;
+    const void *tensors[3] = {out, lse, qkv};
     struct gml_cudnn_state *s = NULL;
-    GML_CHECK(state_get(c, &s));
-    if (!s) return GML_OK;
     cudnn_plan *p = NULL;
-    GML_CHECK(plan_get(c, s, B, T, C, NH, &p));
+    GML_CHECK(usable(c, ATT_FWD, B, T, C, NH, tensors, 3, &s, &p));
     if (!p) return GML_OK;
-
     p->scale = scale;
     p->neg = -INFINITY; /* masked scores: exp gives exactly 0 */
     const bf16 *q = (const bf16 *)qkv;
     void *ptrs[7] = {(void *)q, (void *)(q + C), (void *)(q + 2 * C), out, lse, &p->scale, &p->neg};
     const int64_t uids[7] = {UID_Q, UID_K, UID_V, UID_O, UID_STATS, UID_SCALE, UID_NEG};
-    cudnnBackendDescriptor_t vp = NULL;
-    cudnnStatus_t st = cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp);
-    if (st == CUDNN_STATUS_SUCCESS)
-        st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 7, uids);
-    if (st == CUDNN_STATUS_SUCCESS)
-        st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 7, ptrs);
-    if (st == CUDNN_STATUS_SUCCESS)
-        st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &s->ws);
-    if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(vp);
-    if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendExecute(s->handle, p->plan, vp);
-    if (vp) (void)cudnnBackendDestroyDescriptor(vp);
-    if (st != CUDNN_STATUS_SUCCESS)
-        return gml_error_set(GML_ERR_BACKEND, "cuDNN attention forward B=%d T=%d C=%d NH=%d failed: %s", B, T, C, NH,
-                             cudnnGetErrorString(st));
-    CUDA_CHECK_LAUNCH("cuDNN attention forward");
-    s->calls++;
+    void *ws = NULL;
+    GML_CHECK(workspace(c, p, 0, &ws, NULL));
+    GML_CHECK(execute(s, p, 7, uids, ptrs, ws));
+    *done = 1;
+    return GML_OK;
+}
+
+gml_status gml_cudnn_attention_backward(gml_cuda_ctx *c, void *dqkv, const void *dout, const void *qkv, const void *out,
+                                        const float *lse, int B, int T, int C, int NH, float scale, int *done) {
+    *done = 0;
+    const void *tensors[5] = {dqkv, dout, qkv, out, lse};
+    struct gml_cudnn_state *s = NULL;
+    cudnn_plan *p = NULL;
+    GML_CHECK(usable(c, ATT_BWD, B, T, C, NH, tensors, 5, &s, &p));
+    if (!p) return GML_OK;
+    p->scale = scale;
+    p->one = 1.0f;
+    p->neg = -INFINITY;
+    void *ws = NULL, *sum = NULL;
+    GML_CHECK(workspace(c, p, (size_t)B * NH * T * sizeof(float), &ws, &sum));
+    const bf16 *q = (const bf16 *)qkv;
+    bf16 *dq = (bf16 *)dqkv;
+    void *ptrs[13] = {(void *)q, (void *)(q + C), (void *)(q + 2 * C), (void *)out, (void *)dout, (void *)lse,
+                      dq,        dq + C,          dq + 2 * C,          sum,         &p->scale,    &p->one,
+                      &p->neg};
+    const int64_t uids[13] = {BW_Q,  BW_KT, BW_VT,  BW_O,     BW_DO,  BW_STATS, BW_DQ,
+                              BW_DK, BW_DV, BW_SUM, BW_SCALE, BW_ONE, BW_NEG};
+    GML_CHECK(execute(s, p, 13, uids, ptrs, ws));
     *done = 1;
     return GML_OK;
 }
@@ -388,7 +578,6 @@ void gml_cudnn_release(gml_cuda_ctx *c) {
     if (!s) return;
     for (int i = 0; i < s->n_plans; i++)
         plan_free(&s->plans[i]);
-    if (s->ws) (void)cudaFree(s->ws);
     if (s->handle) (void)cudnnDestroy(s->handle);
     free(s);
     c->cudnn = NULL;
@@ -410,6 +599,13 @@ extern "C" size_t gml_cuda_cudnn_attention_calls(gml_backend *be) {
 gml_status gml_cudnn_attention_forward(gml_cuda_ctx *c, void *out, float *lse, const void *qkv, int B, int T, int C,
                                        int NH, float scale, int *done) {
     (void)c, (void)out, (void)lse, (void)qkv, (void)B, (void)T, (void)C, (void)NH, (void)scale;
+    *done = 0;
+    return GML_OK;
+}
+
+gml_status gml_cudnn_attention_backward(gml_cuda_ctx *c, void *dqkv, const void *dout, const void *qkv, const void *out,
+                                        const float *lse, int B, int T, int C, int NH, float scale, int *done) {
+    (void)c, (void)dqkv, (void)dout, (void)qkv, (void)out, (void)lse, (void)B, (void)T, (void)C, (void)NH, (void)scale;
     *done = 0;
     return GML_OK;
 }

@@ -37,6 +37,7 @@ gml_status gml_cuda_scratch(gml_cuda_ctx *ctx, size_t bytes, void **out) {
             /* kernels queued earlier may still read the old buffer */
             CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
             CUDA_CHECK(cudaFree(ctx->scratch));
+            ctx->in_use -= ctx->scratch_bytes <= ctx->in_use ? ctx->scratch_bytes : ctx->in_use;
             ctx->scratch = NULL;
             ctx->scratch_bytes = 0;
         }
@@ -49,6 +50,8 @@ gml_status gml_cuda_scratch(gml_cuda_ctx *ctx, size_t bytes, void **out) {
                                  ctx->device, cudaGetErrorString(e));
         }
         ctx->scratch_bytes = want;
+        ctx->in_use += want; /* counted like alloc's buffers: the step's peak includes it */
+        if (ctx->in_use > ctx->peak) ctx->peak = ctx->in_use;
         ctx->scratch_gen++; /* recorded graphs that used the old buffer are stale */
     }
     *out = ctx->scratch;
@@ -379,13 +382,16 @@ extern "C" gml_status gml_backend_cuda_create(int device_index, gml_backend **ou
     for (size_t i = 0; i + 1 < sizeof be->device_name && prop.name[i]; i++)
         be->device_name[i] = prop.name[i];
     be->peak_flops = peak_bf16_flops(prop.name);
+    c->sm_count = prop.multiProcessorCount;
     {
-        const char *att = getenv("GML_ATTENTION"); /* which attention forward: cudnn (default) or own */
-        if (att && *att && strcmp(att, "cudnn") != 0 && strcmp(att, "own") != 0) {
-            st = gml_error_set(GML_ERR_INVALID_ARG, "GML_ATTENTION=%s: expected cudnn or own", att);
+        const char *att = getenv("GML_ATTENTION"); /* attention_cudnn.cu: auto (default), cudnn or own */
+        if (!att || !*att || !strcmp(att, "auto")) c->attention = GML_ATTENTION_AUTO;
+        else if (!strcmp(att, "cudnn")) c->attention = GML_ATTENTION_CUDNN;
+        else if (!strcmp(att, "own")) c->attention = GML_ATTENTION_OWN;
+        else {
+            st = gml_error_set(GML_ERR_INVALID_ARG, "GML_ATTENTION=%s: expected auto, cudnn or own", att);
             goto fail;
         }
-        c->attention_own = att && !strcmp(att, "own");
     }
 
     CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), st, fail);

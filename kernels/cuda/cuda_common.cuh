@@ -83,6 +83,11 @@ typedef struct {
 
 typedef struct gml_cuda_lt_cache gml_cuda_lt_cache; /* matmul.cu's heuristic cache */
 
+/* GML_ATTENTION: auto (cuDNN for calls that fill the GPU twice over, our
+ * kernels for the small ones), cudnn (cuDNN for every call it accepts), own
+ * (our kernels only) */
+enum { GML_ATTENTION_AUTO, GML_ATTENTION_CUDNN, GML_ATTENTION_OWN };
+
 typedef struct {
     int device;                  /* CUDA ordinal */
     cudaStream_t stream;         /* every op runs on it */
@@ -101,7 +106,8 @@ typedef struct {
     size_t n_used;  /* live + tombstones */
     size_t in_use;  /* bytes allocated through alloc, now */
     size_t peak;    /* bytes, most ever at once */
-    int attention_own;             /* GML_ATTENTION=own: attention.cu's kernels even where cuDNN would run */
+    int sm_count;                  /* multiprocessors of the device */
+    int attention;                 /* GML_ATTENTION_*: where attention runs (attention_cudnn.cu) */
     struct gml_cudnn_state *cudnn; /* attention_cudnn.cu's (gml_cudnn_release frees it); NULL until used */
 } gml_cuda_ctx;
 
@@ -201,11 +207,15 @@ gml_status gml_cuda_attention_forward(gml_backend *be, void *out, float *lse, co
                                       int NH);
 gml_status gml_cuda_attention_backward(gml_backend *be, void *dqkv, const void *dout, const void *qkv, const void *out,
                                        const float *lse, int B, int T, int C, int NH);
-/* attention_cudnn.cu: the forward through cuDNN's fused attention; *done = 0
- * (nothing launched) when this build has no cuDNN, GML_ATTENTION=own, or
- * cuDNN declines the shape: the caller then runs attention.cu's kernels */
+/* attention_cudnn.cu: forward and backward through cuDNN's fused attention;
+ * *done = 0 (nothing launched) when this build has no cuDNN,
+ * GML_ATTENTION=own, or cuDNN declines the shape: the caller then runs
+ * attention.cu's kernels. Both use the scratch buffer. */
 gml_status gml_cudnn_attention_forward(gml_cuda_ctx *c, void *out, float *lse, const void *qkv, int B, int T, int C,
                                        int NH, float scale, int *done);
+gml_status gml_cudnn_attention_backward(gml_cuda_ctx *c, void *dqkv, const void *dout, const void *qkv,
+                                        const void *out, const float *lse, int B, int T, int C, int NH, float scale,
+                                        int *done);
 void gml_cudnn_release(gml_cuda_ctx *c);
 /* classifier.cu */
 gml_status gml_cuda_classifier_forward_backward(gml_backend *be, float *losses, void *logits, const int32_t *targets,
