@@ -77,6 +77,7 @@ scale $N 1 embedding-reduced "parallel.embedding_grads=reduce"
 scale $N 1 gather-after-adamw "" GML_ZERO_GATHER_PARTS=1
 scale $N 3 embedding-gathered-in-forward "" GML_ZERO3_EARLY_GATHER=0
 scale $N 0 comm-stream-normal-priority "" GML_NCCL_STREAM_PRIORITY=0
+scale $N 0 attention-own-kernels "" GML_ATTENTION=own
 scale $N 0 nccl-4-channels "" NCCL_MAX_NCHANNELS=4
 scale $N 0 nccl-8-channels "" NCCL_MAX_NCHANNELS=8
 scale $N 0 buckets-128MiB "parallel.bucket_mib=128"
