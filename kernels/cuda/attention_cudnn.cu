@@ -452,6 +452,16 @@ static gml_status plan_get(gml_cuda_ctx *c, struct gml_cudnn_state *s, int kind,
         }
         return GML_OK;
     }
+    /* Planning may allocate and synchronize, which a recording stream does
+     * not allow; every shape is met first outside a graph (the first
+     * micro-step), so a shape first met inside one is a caller's bug. */
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    CUDA_CHECK(cudaStreamIsCapturing(c->stream, &cs));
+    if (cs != cudaStreamCaptureStatusNone)
+        return gml_error_set(GML_ERR_BACKEND,
+                             "cuDNN attention %s B=%d T=%d C=%d NH=%d met first while a CUDA graph records (plans are "
+                             "built outside graphs; GML_CUDA_GRAPHS=0 avoids the recording)",
+                             kind == ATT_FWD ? "forward" : "backward", B, T, C, NH);
     cudnn_plan *p = &s->plans[s->n_plans++];
     memset(p, 0, sizeof *p);
     p->kind = kind, p->B = B, p->T = T, p->C = C, p->NH = NH;
