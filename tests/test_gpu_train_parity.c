@@ -168,6 +168,21 @@ static void test_graph_replay_bit_identical(void **state) {
     assert_runs_identical(la, lb, pa, pb, na, nb, "launch by launch", "replayed");
 }
 
+/* Sets (val) or unsets (NULL) the environment variable var; returns its old
+ * value for env_restore (NULL: it was unset). */
+static char *env_set(const char *var, const char *val) {
+    const char *old = getenv(var);
+    char *saved = old ? strdup(old) : NULL;
+    if (val) assert_int_equal(setenv(var, val, 1), 0);
+    else assert_int_equal(unsetenv(var), 0);
+    return saved;
+}
+static void env_restore(const char *var, char *saved) {
+    if (saved) assert_int_equal(setenv(var, saved, 1), 0);
+    else assert_int_equal(unsetenv(var), 0);
+    free(saved);
+}
+
 /* Timed matmul answers change nothing: a run with lt_tune's choices and a
  * run with the heuristic's first answers (GML_LT_TUNE=0) have the same
  * losses and weights, bit for bit. */
@@ -176,22 +191,15 @@ static void test_tuned_matmuls_bit_identical(void **state) {
     double la[STEPS], lb[STEPS];
     float *pa = NULL, *pb = NULL;
     size_t na = 0, nb = 0;
-    const char *old = getenv("GML_LT_TUNE");
-    char *saved = old ? strdup(old) : NULL;
-    assert_int_equal(unsetenv("GML_LT_TUNE"), 0);
+    char *saved = env_set("GML_LT_TUNE", NULL);
     run_with("cuda", 0.0f, 1, la, &pa, &na);
     assert_int_equal(setenv("GML_LT_TUNE", "0", 1), 0);
     run_with("cuda", 0.0f, 1, lb, &pb, &nb);
-    if (saved) assert_int_equal(setenv("GML_LT_TUNE", saved, 1), 0);
-    else assert_int_equal(unsetenv("GML_LT_TUNE"), 0);
-    free(saved);
+    env_restore("GML_LT_TUNE", saved);
     assert_runs_identical(la, lb, pa, pb, na, nb, "tuned", "with the first answers");
     printf("tuned matmuls vs the heuristic's first answers: %d losses and %zu weights identical\n", STEPS, na);
 }
 
-/* The head in pieces (head_chunks = 3: 3 + 3 + 2 sequences, its backward
- * inside the forward; what training uses) tracks the whole head on the GPU:
- * the only difference is the bf16 rounding of the wte gradient's sum. */
 /* One head of 64 channels (hd 64) with GML_ATTENTION=cudnn: attention,
  * forward and backward, goes through cuDNN's fused attention
  * (kernels/cuda/attention_cudnn.cu) where this build has cuDNN (the default,
@@ -200,9 +208,7 @@ static void test_tuned_matmuls_bit_identical(void **state) {
  * them) equals the launch-by-launch run bit for bit. */
 static void test_cudnn_attention_track_and_replay(void **state) {
     (void)state;
-    const char *old = getenv("GML_ATTENTION");
-    char *saved = old ? strdup(old) : NULL;
-    assert_int_equal(setenv("GML_ATTENTION", "cudnn", 1), 0);
+    char *saved = env_set("GML_ATTENTION", "cudnn");
     g_n_head = 1;
     curves_track(0.0f);
     double la[STEPS], lb[STEPS];
@@ -213,9 +219,7 @@ static void test_cudnn_attention_track_and_replay(void **state) {
     run_with("cuda", 0.0f, 1, lb, &pb, &nb);
     const size_t calls_replayed = g_cudnn_calls;
     g_n_head = 0;
-    if (saved) assert_int_equal(setenv("GML_ATTENTION", saved, 1), 0);
-    else assert_int_equal(unsetenv("GML_ATTENTION"), 0);
-    free(saved);
+    env_restore("GML_ATTENTION", saved);
     printf("hd 64: cuDNN ran %zu attention calls launch by launch, %zu recording or outside graphs\n",
            calls_launched, calls_replayed);
 #ifdef GML_HAVE_CUDNN
@@ -225,6 +229,9 @@ static void test_cudnn_attention_track_and_replay(void **state) {
     assert_runs_identical(la, lb, pa, pb, na, nb, "launch by launch", "replayed");
 }
 
+/* The head in pieces (head_chunks = 3: 3 + 3 + 2 sequences, its backward
+ * inside the forward; what training uses) tracks the whole head on the GPU:
+ * the only difference is the bf16 rounding of the wte gradient's sum. */
 static void test_head_chunks_track(void **state) {
     (void)state;
     double la[STEPS], lb[STEPS];

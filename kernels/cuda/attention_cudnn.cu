@@ -74,8 +74,8 @@ typedef struct {
 } cudnn_plan;
 
 struct gml_cudnn_state {
-    int disabled; /* GML_ATTENTION=own, or cuDNN unusable here */
-    size_t calls; /* executions so far (gml_cuda_cudnn_attention_calls) */
+    int disabled;  /* GML_ATTENTION=own, or cuDNN unusable here */
+    size_t calls;  /* executions so far (gml_cuda_cudnn_attention_calls) */
     int full_said; /* the note that no more plans are built was printed */
     cudnnHandle_t handle;
     cudnn_plan plans[CUDNN_MAX_PLANS];
@@ -207,45 +207,71 @@ static cudnnBackendDescriptor_t reshape(builder *b, cudnnBackendDescriptor_t x, 
     return op;
 }
 
+/* ---- what both graphs share ---- */
+
+/* dims / strides of the (B, NH, ...) views both graphs use */
+typedef struct {
+    int64_t d_q[4], s_q[4];   /* Q, V, dQ, dK, dV: (B, NH, T, hd) views of qkv / dqkv */
+    int64_t d_kt[4], s_kt[4]; /* K^T, V^T: (B, NH, hd, T) views of qkv */
+    int64_t s_o[4];           /* O, dO: (B, NH, T, hd) views of (B, T, C) */
+    int64_t d_st[4], s_st[4]; /* a value per row: stats, D, row max / sum (B, NH, T, 1) */
+    int64_t d_s[4], s_s[4];   /* scores (B, NH, T, T), virtual */
+} att_layout;
+
+static att_layout layout_of(int B, int T, int C, int NH) {
+    const int64_t hd = C / NH, C3 = 3 * (int64_t)C, T_ = T;
+    const att_layout l = {{B, NH, T_, hd},      {T_ * C3, hd, C3, 1}, {B, NH, hd, T_},
+                          {T_ * C3, hd, 1, C3}, {T_ * C, hd, C, 1},   {B, NH, T_, 1},
+                          {NH * T_, T_, 1, 1},  {B, NH, T_, T_},      {NH * T_ * T_, T_ * T_, T_, 1}};
+    return l;
+}
+
+/* a by-value f32 scalar (4-d like the tensors it meets: cuDNN requires equal ranks) */
+static cudnnBackendDescriptor_t scalar(builder *b, int64_t uid, const char *what) {
+    const int64_t one[4] = {1, 1, 1, 1};
+    return tensor(b, uid, CUDNN_DATA_FLOAT, one, one, false, true, what);
+}
+
+/* Appends the causal mask to ops[*n]: the scores x where row >= column, the
+ * by-value masked value neg elsewhere; returns the masked scores. */
+static cudnnBackendDescriptor_t causal_mask(builder *b, const att_layout *l, int64_t *vid, cudnnBackendDescriptor_t x,
+                                            cudnnBackendDescriptor_t neg, cudnnBackendDescriptor_t *ops, int *n) {
+    const cudnnDataType_t I32 = CUDNN_DATA_INT32, BOOL = CUDNN_DATA_BOOLEAN;
+    cudnnBackendDescriptor_t row = tensor(b, (*vid)++, I32, l->d_s, l->s_s, true, false, "row index");
+    ops[(*n)++] = pointwise(b, CUDNN_POINTWISE_GEN_INDEX, I32, x, NULL, NULL, row, 2, "row index");
+    cudnnBackendDescriptor_t col = tensor(b, (*vid)++, I32, l->d_s, l->s_s, true, false, "column index");
+    ops[(*n)++] = pointwise(b, CUDNN_POINTWISE_GEN_INDEX, I32, x, NULL, NULL, col, 3, "column index");
+    cudnnBackendDescriptor_t keep = tensor(b, (*vid)++, BOOL, l->d_s, l->s_s, true, false, "causal mask");
+    ops[(*n)++] = pointwise(b, CUDNN_POINTWISE_CMP_GE, BOOL, row, col, NULL, keep, -1, "row >= column");
+    cudnnBackendDescriptor_t y = tensor(b, (*vid)++, CUDNN_DATA_FLOAT, l->d_s, l->s_s, true, false, "masked");
+    ops[(*n)++] = pointwise(b, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, x, neg, keep, y, -1, "mask");
+    return y;
+}
+
 /* ---- the forward graph ---- */
 
 static void build_forward(builder *b, cudnnHandle_t handle, int B, int T, int C, int NH) {
-    const int64_t hd = C / NH, C3 = 3 * (int64_t)C, T_ = T;
+    const att_layout l = layout_of(B, T, C, NH);
     const cudnnDataType_t BF = CUDNN_DATA_BFLOAT16, F32 = CUDNN_DATA_FLOAT;
     int64_t vid = 100; /* virtual tensor ids */
-
-    /* real tensors: (B, NH, T, hd) views of qkv and out; K^T as (B, NH, hd, T) */
-    const int64_t d_q[4] = {B, NH, T_, hd}, s_q[4] = {T_ * C3, hd, C3, 1};
-    const int64_t d_kt[4] = {B, NH, hd, T_}, s_kt[4] = {T_ * C3, hd, 1, C3};
-    const int64_t s_o[4] = {T_ * C, hd, C, 1};
-    const int64_t d_st[4] = {B, NH, T_, 1}, s_st[4] = {NH * T_, T_, 1, 1};
-    const int64_t d_s[4] = {B, NH, T_, T_}, s_s[4] = {NH * T_ * T_, T_ * T_, T_, 1};
-    const int64_t d_1[4] = {1, 1, 1, 1}, s_1[4] = {1, 1, 1, 1};
+    const int64_t *d_q = l.d_q, *s_q = l.s_q, *d_st = l.d_st, *s_st = l.s_st, *d_s = l.d_s, *s_s = l.s_s;
 
     cudnnBackendDescriptor_t q = tensor(b, UID_Q, BF, d_q, s_q, false, false, "Q");
-    cudnnBackendDescriptor_t kt = tensor(b, UID_K, BF, d_kt, s_kt, false, false, "K^T");
+    cudnnBackendDescriptor_t kt = tensor(b, UID_K, BF, l.d_kt, l.s_kt, false, false, "K^T");
     cudnnBackendDescriptor_t v = tensor(b, UID_V, BF, d_q, s_q, false, false, "V");
-    cudnnBackendDescriptor_t o = tensor(b, UID_O, BF, d_q, s_o, false, false, "O");
+    cudnnBackendDescriptor_t o = tensor(b, UID_O, BF, d_q, l.s_o, false, false, "O");
     cudnnBackendDescriptor_t stats = tensor(b, UID_STATS, F32, d_st, s_st, false, false, "stats");
-    cudnnBackendDescriptor_t scale = tensor(b, UID_SCALE, F32, d_1, s_1, false, true, "scale");
-    cudnnBackendDescriptor_t neg = tensor(b, UID_NEG, F32, d_1, s_1, false, true, "masked value");
+    cudnnBackendDescriptor_t scale = scalar(b, UID_SCALE, "scale");
+    cudnnBackendDescriptor_t neg = scalar(b, UID_NEG, "masked value");
 
     cudnnBackendDescriptor_t ops[16];
     int n = 0;
-    /* S = Q K^T; S *= scale */
+    /* S = Q K^T; S *= scale; causal */
     cudnnBackendDescriptor_t s0 = tensor(b, vid++, F32, d_s, s_s, true, false, "S");
     ops[n++] = matmul(b, q, kt, s0, "matmul Q K^T");
     cudnnBackendDescriptor_t s1 = tensor(b, vid++, F32, d_s, s_s, true, false, "S scaled");
     ops[n++] = pointwise(b, CUDNN_POINTWISE_MUL, F32, s0, scale, NULL, s1, -1, "scale");
-    /* causal: keep S where row >= column, else the masked value */
-    cudnnBackendDescriptor_t row = tensor(b, vid++, CUDNN_DATA_INT32, d_s, s_s, true, false, "row index");
-    ops[n++] = pointwise(b, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, s1, NULL, NULL, row, 2, "row index");
-    cudnnBackendDescriptor_t col = tensor(b, vid++, CUDNN_DATA_INT32, d_s, s_s, true, false, "column index");
-    ops[n++] = pointwise(b, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, s1, NULL, NULL, col, 3, "column index");
-    cudnnBackendDescriptor_t keep = tensor(b, vid++, CUDNN_DATA_BOOLEAN, d_s, s_s, true, false, "causal mask");
-    ops[n++] = pointwise(b, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, NULL, keep, -1, "row >= column");
-    cudnnBackendDescriptor_t s2 = tensor(b, vid++, F32, d_s, s_s, true, false, "S masked");
-    ops[n++] = pointwise(b, CUDNN_POINTWISE_BINARY_SELECT, F32, s1, neg, keep, s2, -1, "mask");
+    cudnnBackendDescriptor_t s2 = causal_mask(b, &l, &vid, s1, neg, ops, &n);
     /* softmax with statistics: m = max S, e = exp(S - m), z = sum e,
      * stats = m + log z, P = e / z */
     cudnnBackendDescriptor_t m = tensor(b, vid++, F32, d_st, s_st, true, false, "row max");
@@ -318,32 +344,27 @@ static void build_plan(builder *b, cudnnHandle_t handle, cudnnBackendDescriptor_
 enum { BW_Q = 1, BW_KT, BW_VT, BW_O, BW_DO, BW_STATS, BW_DQ, BW_DK, BW_DV, BW_SUM, BW_SCALE, BW_ONE, BW_NEG };
 
 static void build_backward(builder *b, cudnnHandle_t handle, int B, int T, int C, int NH) {
-    const int64_t hd = C / NH, C3 = 3 * (int64_t)C, T_ = T;
-    const cudnnDataType_t BF = CUDNN_DATA_BFLOAT16, F32 = CUDNN_DATA_FLOAT, I32 = CUDNN_DATA_INT32;
+    const att_layout l = layout_of(B, T, C, NH);
+    const cudnnDataType_t BF = CUDNN_DATA_BFLOAT16, F32 = CUDNN_DATA_FLOAT;
     int64_t vid = 100;
-
-    const int64_t d_q[4] = {B, NH, T_, hd}, s_q[4] = {T_ * C3, hd, C3, 1};
-    const int64_t d_kt[4] = {B, NH, hd, T_}, s_kt[4] = {T_ * C3, hd, 1, C3};
-    const int64_t s_o[4] = {T_ * C, hd, C, 1};
+    const int64_t *d_q = l.d_q, *s_q = l.s_q, *d_st = l.d_st, *s_st = l.s_st, *d_s = l.d_s, *s_s = l.s_s;
+    const int64_t hd = C / NH, T_ = T;
     const int64_t s_oo[4] = {NH * T_ * hd, T_ * hd, NH * hd, 1}; /* dO * O (virtual) */
-    const int64_t d_st[4] = {B, NH, T_, 1}, s_st[4] = {NH * T_, T_, 1, 1};
-    const int64_t d_s[4] = {B, NH, T_, T_}, s_s[4] = {NH * T_ * T_, T_ * T_, T_, 1};
-    const int64_t s_st_t[4] = {NH * T_ * T_, T_ * T_, 1, T_}; /* the transposed view of an S-shaped tensor */
-    const int64_t d_1[4] = {1, 1, 1, 1}, s_1[4] = {1, 1, 1, 1};
+    const int64_t s_st_t[4] = {NH * T_ * T_, T_ * T_, 1, T_};    /* the transposed view of an S-shaped tensor */
 
     cudnnBackendDescriptor_t q = tensor(b, BW_Q, BF, d_q, s_q, false, false, "Q");
-    cudnnBackendDescriptor_t kt = tensor(b, BW_KT, BF, d_kt, s_kt, false, false, "K^T");
-    cudnnBackendDescriptor_t vt = tensor(b, BW_VT, BF, d_kt, s_kt, false, false, "V^T");
-    cudnnBackendDescriptor_t o = tensor(b, BW_O, BF, d_q, s_o, false, false, "O");
-    cudnnBackendDescriptor_t dout = tensor(b, BW_DO, BF, d_q, s_o, false, false, "dO");
+    cudnnBackendDescriptor_t kt = tensor(b, BW_KT, BF, l.d_kt, l.s_kt, false, false, "K^T");
+    cudnnBackendDescriptor_t vt = tensor(b, BW_VT, BF, l.d_kt, l.s_kt, false, false, "V^T");
+    cudnnBackendDescriptor_t o = tensor(b, BW_O, BF, d_q, l.s_o, false, false, "O");
+    cudnnBackendDescriptor_t dout = tensor(b, BW_DO, BF, d_q, l.s_o, false, false, "dO");
     cudnnBackendDescriptor_t stats = tensor(b, BW_STATS, F32, d_st, s_st, false, false, "stats");
     cudnnBackendDescriptor_t dq = tensor(b, BW_DQ, BF, d_q, s_q, false, false, "dQ");
     cudnnBackendDescriptor_t dk = tensor(b, BW_DK, BF, d_q, s_q, false, false, "dK");
     cudnnBackendDescriptor_t dv = tensor(b, BW_DV, BF, d_q, s_q, false, false, "dV");
     cudnnBackendDescriptor_t sum = tensor(b, BW_SUM, F32, d_st, s_st, false, false, "rowsum(dO O)");
-    cudnnBackendDescriptor_t scale = tensor(b, BW_SCALE, F32, d_1, s_1, false, true, "scale");
-    cudnnBackendDescriptor_t one = tensor(b, BW_ONE, F32, d_1, s_1, false, true, "one");
-    cudnnBackendDescriptor_t neg = tensor(b, BW_NEG, F32, d_1, s_1, false, true, "masked value");
+    cudnnBackendDescriptor_t scale = scalar(b, BW_SCALE, "scale");
+    cudnnBackendDescriptor_t one = scalar(b, BW_ONE, "one");
+    cudnnBackendDescriptor_t neg = scalar(b, BW_NEG, "masked value");
 
     cudnnBackendDescriptor_t ops[24];
     int n = 0;
@@ -360,14 +381,7 @@ static void build_backward(builder *b, cudnnHandle_t handle, int B, int T, int C
     ops[n++] = pointwise(b, CUDNN_POINTWISE_MUL, F32, s0, scale, NULL, s1, -1, "scale");
     cudnnBackendDescriptor_t s2 = tensor(b, vid++, F32, d_s, s_s, true, false, "S - stats");
     ops[n++] = pointwise(b, CUDNN_POINTWISE_SUB, F32, s1, stats, NULL, s2, -1, "S - stats");
-    cudnnBackendDescriptor_t row = tensor(b, vid++, I32, d_s, s_s, true, false, "row index");
-    ops[n++] = pointwise(b, CUDNN_POINTWISE_GEN_INDEX, I32, s2, NULL, NULL, row, 2, "row index");
-    cudnnBackendDescriptor_t col = tensor(b, vid++, I32, d_s, s_s, true, false, "column index");
-    ops[n++] = pointwise(b, CUDNN_POINTWISE_GEN_INDEX, I32, s2, NULL, NULL, col, 3, "column index");
-    cudnnBackendDescriptor_t keep = tensor(b, vid++, CUDNN_DATA_BOOLEAN, d_s, s_s, true, false, "causal mask");
-    ops[n++] = pointwise(b, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, NULL, keep, -1, "row >= column");
-    cudnnBackendDescriptor_t s3 = tensor(b, vid++, F32, d_s, s_s, true, false, "S masked");
-    ops[n++] = pointwise(b, CUDNN_POINTWISE_BINARY_SELECT, F32, s2, neg, keep, s3, -1, "mask");
+    cudnnBackendDescriptor_t s3 = causal_mask(b, &l, &vid, s2, neg, ops, &n);
     cudnnBackendDescriptor_t e = tensor(b, vid++, F32, d_s, s_s, true, false, "P");
     ops[n++] = pointwise(b, CUDNN_POINTWISE_EXP, F32, s3, NULL, NULL, e, -1, "exp");
     /* dV = P^T dO (P^T a bf16 view: a matmul's A operand in the i/o type) */
@@ -465,6 +479,8 @@ static gml_status plan_get(gml_cuda_ctx *c, struct gml_cudnn_state *s, int kind,
     cudnn_plan *p = &s->plans[s->n_plans++];
     memset(p, 0, sizeof *p);
     p->kind = kind, p->B = B, p->T = T, p->C = C, p->NH = NH;
+    p->neg = -INFINITY; /* masked scores: exp gives exactly 0 */
+    p->one = 1.0f;
     builder b = {p, CUDNN_STATUS_SUCCESS, NULL, 0};
     if (kind == ATT_FWD)
         build_forward(&b, s->handle, B, T, C, NH);
@@ -547,7 +563,6 @@ gml_status gml_cudnn_attention_forward(gml_cuda_ctx *c, void *out, float *lse, c
     GML_CHECK(usable(c, ATT_FWD, B, T, C, NH, tensors, 3, &s, &p));
     if (!p) return GML_OK;
     p->scale = scale;
-    p->neg = -INFINITY; /* masked scores: exp gives exactly 0 */
     const bf16 *q = (const bf16 *)qkv;
     void *ptrs[7] = {(void *)q, (void *)(q + C), (void *)(q + 2 * C), out, lse, &p->scale, &p->neg};
     const int64_t uids[7] = {UID_Q, UID_K, UID_V, UID_O, UID_STATS, UID_SCALE, UID_NEG};
@@ -567,8 +582,6 @@ gml_status gml_cudnn_attention_backward(gml_cuda_ctx *c, void *dqkv, const void 
     GML_CHECK(usable(c, ATT_BWD, B, T, C, NH, tensors, 5, &s, &p));
     if (!p) return GML_OK;
     p->scale = scale;
-    p->one = 1.0f;
-    p->neg = -INFINITY;
     void *ws = NULL, *sum = NULL;
     GML_CHECK(workspace(c, p, (size_t)B * NH * T * sizeof(float), &ws, &sum));
     const bf16 *q = (const bf16 *)qkv;
