@@ -645,13 +645,14 @@ static void test_attention(void **state) {
 }
 
 /* A GML_ATTENTION value other than auto, cudnn or own is refused when the
- * backend is created, naming the variable. */
+ * backend is created, naming the variable: bad user input, exit code 2. */
 static void test_attention_env_checked(void **state) {
     (void)state;
     gml_backend *be = NULL;
     gml_status st = cuda_with_attention("fast", &be);
     printf(" GML_ATTENTION=fast: %s: %s\n", gml_status_name(st), gml_error_message());
-    assert_int_equal(st, GML_ERR_INVALID_ARG);
+    assert_int_equal(st, GML_ERR_BAD_INPUT);
+    assert_int_equal(gml_status_exit_code(st), 2);
     assert_null(be);
     assert_non_null(strstr(gml_error_message(), "GML_ATTENTION=fast"));
 }

@@ -389,7 +389,7 @@ extern "C" gml_status gml_backend_cuda_create(int device_index, gml_backend **ou
         else if (!strcmp(att, "cudnn")) c->attention = GML_ATTENTION_CUDNN;
         else if (!strcmp(att, "own")) c->attention = GML_ATTENTION_OWN;
         else {
-            st = gml_error_set(GML_ERR_INVALID_ARG, "GML_ATTENTION=%s: expected auto, cudnn or own", att);
+            st = gml_error_set(GML_ERR_BAD_INPUT, "GML_ATTENTION=%s: expected auto, cudnn or own", att);
             goto fail;
         }
     }
