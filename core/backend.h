@@ -212,6 +212,7 @@ struct gml_backend {
     char device_name[128];      /* e.g. "NVIDIA H200" or the CPU model */
     double peak_flops;          /* datasheet dense bf16 FLOP/s for MFU; 0 if unknown */
     int device_index;           /* CUDA device ordinal; -1 on CPU */
+    char pci_bus_id[32];        /* the GPU's PCI bus id ("0000:00:06.0", core/power.h opens NVML by it); "" on CPU */
     void *ctx;                  /* backend-private state */
 };
 

@@ -382,6 +382,7 @@ extern "C" gml_status gml_backend_cuda_create(int device_index, gml_backend **ou
     for (size_t i = 0; i + 1 < sizeof be->device_name && prop.name[i]; i++)
         be->device_name[i] = prop.name[i];
     be->peak_flops = peak_bf16_flops(prop.name);
+    CUDA_CHECK_GOTO(cudaDeviceGetPCIBusId(be->pci_bus_id, (int)sizeof be->pci_bus_id, device_index), st, fail);
     c->sm_count = prop.multiProcessorCount;
     {
         const char *att = getenv("GML_ATTENTION"); /* attention_cudnn.cu: auto (default), cudnn or own */
