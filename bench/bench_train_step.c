@@ -2,7 +2,12 @@
  * clip, AdamW) of a GPT on random tokens and prints one JSON line per run:
  * tokens/s, ms/step (median), MFU against the backend's datasheet peak, peak
  * memory, the device name, whether the micro-step ran as a CUDA graph
- * (GML_CUDA_GRAPHS=0 turns that off, for a side-by-side comparison).
+ * (GML_CUDA_GRAPHS=0 turns that off, for a side-by-side comparison), and
+ * on a GPU with NVML what the power manager did over the timed steps
+ * (core/power.h, read after each step): the median of NVML's power (its own
+ * ~1 s average) and that times the median step as joules per step, the
+ * median SM clock and the share of steps that ended with the clock held down
+ * by the power cap.
  *
  * usage: bench_train_step [--device cuda|cpu] [--layers 12] [--heads 12] [--width 768]
  *                         [--context 1024] [--vocab 50257] [--batch 16] [--steps 30] [--warmup 5]
@@ -21,12 +26,18 @@
 #include "core/backend.h"
 #include "core/gpt.h"
 #include "core/optim.h"
+#include "core/power.h"
 #include "core/rng.h"
 
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -79,18 +90,34 @@ int main(int argc, char **argv) {
     gml_adamw_config oc = {0.9, 0.95, 1e-8, 0.1, 1.0};
     CHECK(gml_adamw_create(m, &oc, &opt));
     size_t N = (size_t)B * T;
-    int32_t *in = malloc(N * 4), *tg = malloc(N * 4);
+    /* every step's tokens drawn up front: between timed steps the GPU waits
+     * only for the loss read-back, so the energy window is the steps' own */
+    size_t all_n = (size_t)(warmup + steps) * N;
+    int32_t *in_all = malloc(all_n * 4), *tg_all = malloc(all_n * 4);
     double *times = malloc((size_t)steps * sizeof *times);
+    int *mhz = malloc((size_t)steps * sizeof *mhz), capped = 0;
+    double *watts = malloc((size_t)steps * sizeof *watts);
+    if (!in_all || !tg_all || !times || !mhz || !watts) {
+        fprintf(stderr, "bench: out of host memory\n");
+        return 1;
+    }
+    gml_power *pw = NULL;
+    gml_power_sample ps;
+    char why[256];
+    CHECK(gml_power_open(be->pci_bus_id, &pw, why, sizeof why));
+    if (!pw && be->device_index >= 0) fprintf(stderr, "bench: no power readings: %s\n", why);
     gml_rng r;
     gml_rng_init(&r, 7, 0);
     float *acc;
     CHECK(be->iface->alloc(be, (void **)&acc, 4));
     float loss = 0;
-    for (int s = 0; s < warmup + steps; s++) {
-        for (size_t i = 0; i < N; i++) {
-            in[i] = (int32_t)gml_rng_below(&r, (uint64_t)range);
-            tg[i] = (int32_t)gml_rng_below(&r, (uint64_t)range);
+    for (size_t i = 0; i < all_n; i += N)
+        for (size_t j = i; j < i + N; j++) {
+            in_all[j] = (int32_t)gml_rng_below(&r, (uint64_t)range);
+            tg_all[j] = (int32_t)gml_rng_below(&r, (uint64_t)range);
         }
+    for (int s = 0; s < warmup + steps; s++) {
+        const int32_t *in = in_all + (size_t)s * N, *tg = tg_all + (size_t)s * N;
         CHECK(be->iface->synchronize(be));
         double t0 = now_s();
         CHECK(gml_gpt_zero_grads(m));
@@ -100,9 +127,24 @@ int main(int argc, char **argv) {
         CHECK(be->iface->download_f32(be, &loss, acc, GML_DTYPE_F32, 1));
         double t1 = now_s();
         if (s >= warmup) times[s - warmup] = t1 - t0;
+        if (pw && s >= warmup) { /* after the step's timing (microseconds): how it ended */
+            CHECK(gml_power_read(pw, &ps));
+            mhz[s - warmup] = ps.sm_mhz;
+            watts[s - warmup] = ps.power_w;
+            capped += gml_power_limited_by_power(ps.reasons);
+        }
     }
     qsort(times, (size_t)steps, sizeof *times, cmp_double);
     double med = times[steps / 2];
+    char power[192] = "\"power_w\":null,\"energy_j_per_step\":null,\"sm_mhz\":null,\"power_capped\":null";
+    if (pw) {
+        qsort(mhz, (size_t)steps, sizeof *mhz, cmp_int);
+        qsort(watts, (size_t)steps, sizeof *watts, cmp_double);
+        snprintf(power, sizeof power,
+                 "\"power_w\":%.1f,\"energy_j_per_step\":%.2f,\"power_limit_w\":%.0f,\"sm_mhz\":%d,"
+                 "\"power_capped\":%.2f",
+                 watts[steps / 2], watts[steps / 2] * med, ps.limit_w, mhz[steps / 2], (double)capped / steps);
+    }
     double tps = (double)N / med;
     size_t in_use, peak;
     be->iface->mem_stats(be, &in_use, &peak);
@@ -111,13 +153,17 @@ int main(int argc, char **argv) {
     printf("{\"bench\":\"train_step\",\"device\":\"%s\",\"backend\":\"%s\",\"layers\":%d,\"width\":%d,"
            "\"context\":%d,\"batch\":%d,\"params\":%zu,\"ms_per_step\":%.3f,\"tokens_per_s\":%.0f,"
            "\"mfu\":%.4f,\"peak_mem_gib\":%.3f,\"loss\":%.4f,\"cuda_graphs\":%s,\"recompute\":%d,"
-           "\"head_chunks\":%d,\"token_range\":%d}\n",
+           "\"head_chunks\":%d,\"token_range\":%d,%s}\n",
            be->device_name, be->name, L, C, T, B, gml_gpt_num_params(m), med * 1e3, tps, mfu,
-           (double)peak / (1024.0 * 1024 * 1024), loss / (double)N, graphs, recompute, head_chunks, range);
+           (double)peak / (1024.0 * 1024 * 1024), loss / (double)N, graphs, recompute, head_chunks, range,
+           power);
+    gml_power_close(pw);
     be->iface->free(be, acc);
-    free(in);
-    free(tg);
+    free(in_all);
+    free(tg_all);
     free(times);
+    free(mhz);
+    free(watts);
     gml_adamw_destroy(opt);
     gml_gpt_destroy(m);
     gml_backend_destroy(be);
