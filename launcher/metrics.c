@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "core/fsutil.h"
+#include "core/power.h"
 #include "launcher/tb_writer.h"
 
 struct gml_metrics {
@@ -294,11 +295,14 @@ fail:
     return st;
 }
 
+/* power and clock are printed together or not at all */
+static int power_known(const gml_train_stats *s) { return s->power_w > 0 && s->sm_mhz > 0; }
+
 gml_status gml_metrics_train(gml_metrics *m, const gml_train_stats *s) {
     if (!m || !s) return gml_error_set(GML_ERR_INVALID_ARG, "gml_metrics_train: NULL argument");
     m->steps = s->steps;
     if (!m->quiet) {
-        char stp[64], tim[32], tok[32], mfu[32] = "", mem[48] = "", eta[32], line[512];
+        char stp[64], tim[32], tok[32], mfu[32] = "", mem[48] = "", pw[48] = "", eta[32], line[512];
         fmt_step(stp, sizeof stp, s->step, s->steps);
         fmt_time(tim, sizeof tim, s->step_s);
         fmt_si(tok, sizeof tok, s->tokens_per_s);
@@ -308,9 +312,10 @@ gml_status gml_metrics_train(gml_metrics *m, const gml_train_stats *s) {
             fmt_mem(b, sizeof b, s->mem_bytes);
             snprintf(mem, sizeof mem, " | mem %s", b);
         }
+        if (power_known(s)) snprintf(pw, sizeof pw, " | %.0f W %d MHz", s->power_w, s->sm_mhz);
         fmt_eta(eta, sizeof eta, s->eta_s);
-        snprintf(line, sizeof line, "%s | loss %.4f | lr %.2e | norm %.4f | %s | %s tok/s%s%s | ETA %s\n", stp,
-                 s->loss, s->lr, s->grad_norm, tim, tok, mfu, mem, eta);
+        snprintf(line, sizeof line, "%s | loss %.4f | lr %.2e | norm %.4f | %s | %s tok/s%s%s%s | ETA %s\n", stp,
+                 s->loss, s->lr, s->grad_norm, tim, tok, mfu, mem, pw, eta);
         GML_CHECK(say(m, line));
     }
     if (m->jsonl) {
@@ -326,6 +331,16 @@ gml_status gml_metrics_train(gml_metrics *m, const gml_train_stats *s) {
         jb_num(&b, "mfu", s->mfu >= 0 ? s->mfu : NAN); /* unknown -> null */
         jb_num(&b, "mem_bytes", s->mem_bytes >= 0 ? s->mem_bytes : NAN);
         jb_num(&b, "eta_s", s->eta_s);
+        jb_num(&b, "power_w", power_known(s) ? s->power_w : NAN);
+        jb_num(&b, "sm_mhz", power_known(s) ? s->sm_mhz : NAN);
+        jb_key(&b, "clock_limits");
+        if (power_known(s)) {
+            char why[256];
+            gml_power_reasons_str(s->clock_reasons, why, sizeof why);
+            jb_str(&b, why);
+        } else {
+            jb_printf(&b, "null");
+        }
         GML_CHECK(jb_emit(m, &b));
     }
     if (m->tb) {
@@ -335,6 +350,10 @@ gml_status gml_metrics_train(gml_metrics *m, const gml_train_stats *s) {
         GML_CHECK(gml_tb_scalar(m->tb, "train/grad_norm", s->step, t, (float)s->grad_norm));
         GML_CHECK(gml_tb_scalar(m->tb, "train/tokens_per_s", s->step, t, (float)s->tokens_per_s));
         if (s->mfu >= 0) GML_CHECK(gml_tb_scalar(m->tb, "train/mfu", s->step, t, (float)s->mfu));
+        if (power_known(s)) {
+            GML_CHECK(gml_tb_scalar(m->tb, "train/power_w", s->step, t, (float)s->power_w));
+            GML_CHECK(gml_tb_scalar(m->tb, "train/sm_mhz", s->step, t, (float)s->sm_mhz));
+        }
         GML_CHECK(gml_tb_flush(m->tb));
     }
     return GML_OK;

@@ -15,6 +15,7 @@
 #define GML_METRICS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/status.h"
 
@@ -31,6 +32,9 @@ typedef struct {
     double mfu;          /* 0..1; < 0 when unknown (CPU) */
     double mem_bytes;    /* backend memory in use (peak), bytes; < 0 when unknown */
     double eta_s;        /* seconds to finish */
+    double power_w;      /* GPU: mean power since the previous line (W); <= 0 when unknown */
+    int sm_mhz;          /* GPU: SM clock now (MHz); <= 0 when unknown */
+    uint64_t clock_reasons; /* why that clock is below its maximum (core/power.h's bits) */
 } gml_train_stats;
 
 typedef struct gml_metrics gml_metrics;
@@ -43,12 +47,16 @@ gml_status gml_metrics_open(const char *out_dir, int jsonl, int tensorboard, int
 
 /* The progress line
  *   step   120/5000 | loss 2.1345 | lr 6.00e-04 | norm 0.8123 | 45.2 ms |
- *   362.1k tok/s | MFU 41.3% | mem 1.23 GiB | ETA 3m40s
- * (one line; MFU left out when mfu < 0, mem when mem_bytes < 0), the JSON line
+ *   362.1k tok/s | MFU 41.3% | mem 1.23 GiB | 672 W 1702 MHz | ETA 3m40s
+ * (one line; MFU left out when mfu < 0, mem when mem_bytes < 0, power and
+ * clock when either is unknown), the JSON line
  * {"kind":"train","time":..,"step":..,"steps":..,"loss":..,"lr":..,
  *  "grad_norm":..,"step_s":..,"tokens_per_s":..,"mfu":..|null,"mem_bytes":..,
- *  "eta_s":..} and the TensorBoard scalars train/loss, train/lr,
- * train/grad_norm, train/tokens_per_s and train/mfu (when mfu >= 0). */
+ *  "eta_s":..,"power_w":..|null,"sm_mhz":..|null,"clock_limits":".."|null}
+ * (clock_limits: gml_power_reasons_str of clock_reasons, e.g. "power cap")
+ * and the TensorBoard scalars train/loss, train/lr, train/grad_norm,
+ * train/tokens_per_s, train/mfu (when mfu >= 0), train/power_w and
+ * train/sm_mhz (when known). */
 gml_status gml_metrics_train(gml_metrics *m, const gml_train_stats *s);
 
 /* "step   120/5000 | val loss 2.3456" (total from the last train record; just

@@ -33,6 +33,7 @@
 #include "core/optim.h"
 #include "launcher/agree.h"
 #include "launcher/metrics.h"
+#include "launcher/powerlog.h"
 #include "launcher/run.h"
 #include "parallel/dp.h"
 #include "parallel/mesh.h"
@@ -81,6 +82,7 @@ typedef struct {
     int rank0; /* this rank prints and writes files */
     char ckpt_dir[4096];
     int start_step; /* optimizer steps already done (resume) */
+    gml_powerlog power; /* this rank's GPU power readings (none on CPU) */
 } trainer;
 
 /* SIGTERM / SIGUSR1 (SLURM's warning before a time limit): finish the step,
@@ -236,6 +238,7 @@ static gml_status train_loop(trainer *t) {
     const int signal_at = test_signal_step();
 
     double t_start = now_s(), window_t0 = t_start, last_ckpt = t_start;
+    GML_CHECK(gml_powerlog_start(&t->power, t_start));
     stop_file stop_req = {.last_look = -1e30};
     snprintf(stop_req.path, sizeof stop_req.path, "%s/STOP", cfg->train->out_dir);
     int window_steps = 0;
@@ -265,22 +268,25 @@ static gml_status train_loop(trainer *t) {
         double t1 = now_s();
         window_steps++;
         int done = step + 1;
-        if (t->rank0 && (done % cfg->log->every == 0 || done == steps)) {
-            double window_s = t1 - window_t0;
-            size_t in_use = 0, peak = 0;
-            be->iface->mem_stats(be, &in_use, &peak);
+        if (done % cfg->log->every == 0 || done == steps) {
             gml_train_stats s = {0};
-            s.step = done;
-            s.steps = steps;
-            s.loss = loss;
-            s.lr = lr;
-            s.grad_norm = norm;
-            s.step_s = t1 - t0;
-            s.tokens_per_s = window_s > 0 ? tokens_per_step * window_steps / window_s : 0.0;
-            s.mfu = be->peak_flops > 0 ? flops_tok * s.tokens_per_s / be->peak_flops : -1.0;
-            s.mem_bytes = (double)peak;
-            s.eta_s = (t1 - t_start) / (done - t->start_step) * (steps - done);
-            GML_CHECK(gml_metrics_train(t->metrics, &s));
+            GML_CHECK(gml_powerlog_sample(&t->power, &s.power_w, &s.sm_mhz, &s.clock_reasons)); /* every rank */
+            if (t->rank0) {
+                double window_s = t1 - window_t0;
+                size_t in_use = 0, peak = 0;
+                be->iface->mem_stats(be, &in_use, &peak);
+                s.step = done;
+                s.steps = steps;
+                s.loss = loss;
+                s.lr = lr;
+                s.grad_norm = norm;
+                s.step_s = t1 - t0;
+                s.tokens_per_s = window_s > 0 ? tokens_per_step * window_steps / window_s : 0.0;
+                s.mfu = be->peak_flops > 0 ? flops_tok * s.tokens_per_s / be->peak_flops : -1.0;
+                s.mem_bytes = (double)peak;
+                s.eta_s = (t1 - t_start) / (done - t->start_step) * (steps - done);
+                GML_CHECK(gml_metrics_train(t->metrics, &s));
+            }
             window_t0 = now_s();
             window_steps = 0;
         }
@@ -334,6 +340,11 @@ static gml_status train_loop(trainer *t) {
                  gml_zero_stage(t->opt) >= 2 ? "layer gradient reduction(s)" : "gradient bucket(s)");
         GML_CHECK(info(t, "dp overlap", line));
     }
+    char summary[1024];
+    int have_power = 0; /* every rank: a collective */
+    GML_CHECK(gml_powerlog_summary(&t->power, t->mesh->world > 1 ? t->mesh->world_c : NULL, now_s(),
+                                   tokens_per_step * (steps - t->start_step), summary, sizeof summary, &have_power));
+    if (have_power) GML_CHECK(info(t, "power", summary));
     snprintf(line, sizeof line, "best %.4f at step %d%s, last %.4f, start %.4f; %.1f s training", best_val,
              best_step, cfg->eval->save_best && best_step > t->start_step ? " (weights in best.h5)" : "", val_loss,
              start_val, now_s() - t_start);
@@ -384,6 +395,8 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
                    st, done);
     if (t.rank0) GML_CHECK_GOTO(gml_mkdir_p(cfg->train->out_dir), st, done);
     GML_CHECK_GOTO(gml_backend_create(cfg->train->device, local_rank, &t.be), st, done);
+    char why[256];
+    GML_CHECK_GOTO(gml_powerlog_open(&t.power, t.be->pci_bus_id, why, sizeof why), st, done);
     GML_CHECK_GOTO(gml_comm_device_group(t.mesh->dp_c, t.be, &t.dp_dev), st, done);
     const int zero = zero_stage_for(pc->zero, dp);
     mc.shard_ways = dp;            /* equal ZeRO shards for any parameter count */
@@ -440,6 +453,10 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
     char line[512];
     snprintf(line, sizeof line, "%s (%s)", t.be->name, t.be->device_name);
     GML_CHECK_GOTO(info(&t, "device", line), st, done);
+    if (t.be->device_index >= 0 && !t.power.p) {
+        snprintf(line, sizeof line, "not read (%s)", why);
+        GML_CHECK_GOTO(info(&t, "power", line), st, done);
+    }
     snprintf(line, sizeof line, "%zu parameters: %d layers, %d heads, width %d, context %d, vocab %d (padded %d)",
              gml_gpt_num_params(t.model), mc.n_layer, mc.n_head, mc.n_embd, mc.block_size, mc.vocab_size,
              mc.padded_vocab_size);
@@ -488,6 +505,7 @@ done:
     if (t.loss_acc) t.be->iface->free(t.be, t.loss_acc);
     gml_zero_destroy(t.opt);
     gml_gpt_destroy(t.model);
+    gml_powerlog_close(&t.power);
     gml_comm_destroy(t.dp_dev); /* before the backend whose stream it uses */
     gml_backend_destroy(t.be);
     if (t.train) gml_loader_destroy(t.train);

@@ -81,6 +81,11 @@ static void train_with(int np, int zero, const char *extra, const char *env, con
              env, cli_env("GML_MPIEXEC"), xs, np, cli_env("GML_BINARY"), dir, 8 / np, zero, dir, tag, extra);
     int rc = cli_run(cmd, &out);
     if (rc != 0) fail_msg("%d GPUs, zero %d: exit %d\n%s", np, zero, rc, out);
+    /* every rank's power readings, in rank 0's summary (launcher/powerlog.h) */
+    char want[64];
+    snprintf(want, sizeof want, np > 1 ? " kJ on %d GPU(s), " : " kJ in ", np);
+    if (!strstr(out, "\npower: ") || !strstr(out, want))
+        fail_msg("%d GPUs, zero %d: no power summary with '%s':\n%s", np, zero, want, out);
     free(out);
     snprintf(path, sizeof path, "%s/%s/metrics.jsonl", dir, tag);
     assert_int_equal(cli_train_values(path, "loss", loss, STEPS), STEPS);

@@ -401,10 +401,14 @@ static void run_train_line(void *arg) {
                          .tokens_per_s = 362100.0,
                          .mfu = 0.413,
                          .mem_bytes = 1320702444.0, /* 1.23 GiB, rounded up to whole bytes */
-                         .eta_s = 220.0};
+                         .eta_s = 220.0,
+                         .power_w = 672.4,
+                         .sm_mhz = 1702,
+                         .clock_reasons = 0x4}; /* NVML's SW power cap bit */
     assert_int_equal(gml_metrics_train(m, &s), GML_OK);
     s.step = 121;
     s.mfu = -1.0;     /* unknown: no MFU field */
+    s.power_w = -1.0; /* no readings (CPU): no power, no clock */
     s.loss = NAN;     /* printed as nan, null in JSON */
     s.eta_s = 7300.0; /* 2h01m40s */
     assert_int_equal(gml_metrics_train(m, &s), GML_OK);
@@ -421,7 +425,7 @@ static void test_metrics_files(void **state) {
     assert_int_equal(gml_metrics_open(out_dir, 1, 1, 0, &m), GML_OK);
     char *text = capture_stdout(run_train_line, m);
     const char *want = "step   120/5000 | loss 2.1345 | lr 6.00e-04 | norm 0.8123 | 45.2 ms | 362.1k tok/s | "
-                       "MFU 41.3% | mem 1.23 GiB | ETA 3m40s\n"
+                       "MFU 41.3% | mem 1.23 GiB | 672 W 1702 MHz | ETA 3m40s\n"
                        "step   121/5000 | loss nan | lr 6.00e-04 | norm 0.8123 | 45.2 ms | 362.1k tok/s | "
                        "mem 1.23 GiB | ETA 2h01m\n"
                        "step   121/5000 | val loss 2.5000\n";
@@ -455,7 +459,8 @@ static void test_metrics_files(void **state) {
         if (line_no == 0) {
             const char *keys[] = {"\"step\":120,", "\"steps\":5000,", "\"loss\":2.1345,", "\"lr\":0.0006,",
                                   "\"grad_norm\":0.8123,", "\"step_s\":0.0452,", "\"tokens_per_s\":362100,",
-                                  "\"mfu\":0.413,", "\"mem_bytes\":1320702444,", "\"eta_s\":220}"};
+                                  "\"mfu\":0.413,", "\"mem_bytes\":1320702444,", "\"eta_s\":220,",
+                                  "\"power_w\":672.4,", "\"sm_mhz\":1702,", "\"clock_limits\":\"power cap\"}"};
             for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
                 if (!strstr(line, keys[i])) fail_msg("line 0 lacks %s: %s", keys[i], line);
             }
@@ -463,7 +468,8 @@ static void test_metrics_files(void **state) {
         if (line_no == 1) {
             assert_non_null(strstr(line, "\"loss\":null,"));
             assert_non_null(strstr(line, "\"mfu\":null,"));
-            assert_non_null(strstr(line, "\"eta_s\":7300}"));
+            assert_non_null(strstr(line, "\"eta_s\":7300,"));
+            assert_non_null(strstr(line, "\"power_w\":null,\"sm_mhz\":null,\"clock_limits\":null}"));
         }
         if (line_no == 2) assert_non_null(strstr(line, ",\"step\":121,\"val_loss\":2.5}"));
         if (line_no == 3)
@@ -482,9 +488,11 @@ static void test_metrics_files(void **state) {
     unsigned char *buf = read_file(ev_path, &n);
     free(ev_path);
     const char *want_tags[] = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/mfu",
-                               /* step 121: no mfu */
+                               "train/power_w", "train/sm_mhz",
+                               /* step 121: no mfu, no power */
                                "train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "val/loss"};
-    const int64_t want_steps[] = {120, 120, 120, 120, 120, 121, 121, 121, 121, 121};
+    const int64_t want_steps[] = {120, 120, 120, 120, 120, 120, 120, 121, 121, 121, 121, 121};
+    const int n_tags = (int)(sizeof want_steps / sizeof want_steps[0]);
     size_t off = 0;
     int rec = 0;
     while (off < n) {
@@ -494,17 +502,19 @@ static void test_metrics_files(void **state) {
         Gml__Tb__Event *ev = gml__tb__event__unpack(NULL, (size_t)len, data);
         assert_non_null(ev);
         if (rec > 0) {
-            assert_true(rec - 1 < 10);
+            assert_true(rec - 1 < n_tags);
             assert_string_equal(ev->summary->value[0]->tag, want_tags[rec - 1]);
             assert_int_equal(ev->step, want_steps[rec - 1]);
             if (rec == 5) assert_true(ev->summary->value[0]->simple_value == 0.413f);
-            if (rec == 10) assert_true(ev->summary->value[0]->simple_value == 2.5f);
+            if (rec == 6) assert_true(ev->summary->value[0]->simple_value == 672.4f);
+            if (rec == 7) assert_true(ev->summary->value[0]->simple_value == 1702.0f);
+            if (rec == n_tags) assert_true(ev->summary->value[0]->simple_value == 2.5f);
         }
         gml__tb__event__free_unpacked(ev, NULL);
         off += 12 + (size_t)len + 4;
         rec++;
     }
-    assert_int_equal(rec, 11);
+    assert_int_equal(rec, n_tags + 1);
     free(buf);
 
     /* no outputs asked for: no directory made */
