@@ -2,8 +2,8 @@
 # gpu-multi.sh — multi-GPU checks on a GPU host with N >= 2 GPUs, one call:
 # build; bf16 parity of dp=N against one GPU on the same global batch
 # (shakespeare-char, 50 steps); then GPT-2 124M at 16 x 1024 tokens per GPU
-# per step (steps 26-50 of 50): tokens/s, scaling efficiency and peak memory
-# for 1..N GPUs x ZeRO 0/1/2/3 (on 1 GPU, ZeRO 1-3 with GML_ZERO_ONE_RANK=1:
+# per step (steps 26-50 of 50): tokens/s, scaling efficiency, peak memory
+# and the power summary (mJ/token, the SM clock range over ranks) for 1..N GPUs x ZeRO 0/1/2/3 (on 1 GPU, ZeRO 1-3 with GML_ZERO_ONE_RANK=1:
 # each stage's machinery without communication, against 1-GPU ZeRO-0;
 # variants need the 1-GPU row of the same call for their efficiency: run
 # them with "scale"); then the NCCL watchdog: rank 1 SIGSTOPped after step 5,
@@ -56,7 +56,11 @@ scale() { # scale N ZERO LABEL "KEY=VALUE ..." [ENV=VALUE ...]: one 50-step GPT-
   tok=$(grep '"kind":"train"' "$w/s${n}_${z}_$label/metrics.jsonl" | tail -1 |
     sed -E 's/.*"tokens_per_s":([0-9.eE+-]+).*/\1/' | awk '{ printf "%.1fk tok/s", $1 / 1000 }')
   mem=$(grep -o 'peak memory per rank (MiB): .*' "$out/s${n}_${z}_$label.log")
-  printf "%-6s %-5s %-28s %-12s %s | %s\n" $n $z "$label" "$tok" "$(echo "$line" | grep -oE 'mem [0-9.]+ [GM]iB')" "$mem" | tee -a "$out/scaling.txt"
+  # the power summary (launcher/powerlog.h): the job's mJ/token, the SM clock
+  # range over ranks (a GPU the power cap holds lower is the job's straggler)
+  pw=$(grep -o '^power: .*' "$out/s${n}_${z}_$label.log" | grep -oE '[0-9.]+ mJ/token|SM [0-9]+ MHz mean|lowest [0-9]+ MHz on rank [0-9]+, highest [0-9]+ on rank [0-9]+')
+  printf "%-6s %-5s %-28s %-12s %s | %s | %s\n" $n $z "$label" "$tok" "$(echo "$line" | grep -oE 'mem [0-9.]+ [GM]iB')" "$mem" \
+    "$(echo $pw)" | tee -a "$out/scaling.txt"
 }
 want scale && for n in $(seq 1 $N); do for z in 0 1 2 3; do
   # one GPU: ZeRO 1-3 on a one-rank group, the stage's cost without communication
