@@ -56,6 +56,26 @@ static void one_rank(const float *f, double tokens, char *line, size_t cap, size
     if (f[F_HEAT] > 0) APPEND(", by heat in %.0f", f[F_HEAT]);
 }
 
+/* This rank's figures at `now` (the last sample and the energy counter). */
+static gml_status my_figures(gml_powerlog *pl, double now, float *mine) {
+    double w, e_end;
+    int mhz;
+    uint64_t reasons;
+    gml_power_sample s;
+    GML_CHECK(gml_powerlog_sample(pl, &w, &mhz, &reasons)); /* the last stretch */
+    GML_CHECK(gml_power_read(pl->p, &s));
+    GML_CHECK(gml_power_energy(pl->p, &e_end));
+    mine[F_HAVE] = 1;
+    mine[F_J] = (float)(e_end - pl->e_start);
+    mine[F_S] = (float)(now - pl->t_start);
+    mine[F_MHZ] = (float)(pl->mhz_sum / pl->n);
+    mine[F_N] = (float)pl->n;
+    mine[F_POWER] = (float)pl->n_power;
+    mine[F_HEAT] = (float)pl->n_heat;
+    mine[F_MAX_MHZ] = (float)s.max_sm_mhz;
+    return GML_OK;
+}
+
 gml_status gml_powerlog_summary(gml_powerlog *pl, gml_comm *world, double now, double tokens, char *line, size_t cap,
                                 int *have) {
     *have = 0;
@@ -63,25 +83,10 @@ gml_status gml_powerlog_summary(gml_powerlog *pl, gml_comm *world, double now, d
     int size = world ? gml_comm_size(world) : 1, rank = world ? gml_comm_rank(world) : 0;
     float mine[NF] = {0}, *all = calloc((size_t)size * NF, sizeof *all);
     if (!all) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
-    gml_status st = GML_OK;
-    if (pl->p) {
-        double w;
-        int mhz;
-        uint64_t reasons;
-        GML_CHECK_GOTO(gml_powerlog_sample(pl, &w, &mhz, &reasons), st, done); /* the last stretch */
-        gml_power_sample s;
-        double e_end;
-        GML_CHECK_GOTO(gml_power_read(pl->p, &s), st, done);
-        GML_CHECK_GOTO(gml_power_energy(pl->p, &e_end), st, done);
-        mine[F_HAVE] = 1;
-        mine[F_J] = (float)(e_end - pl->e_start);
-        mine[F_S] = (float)(now - pl->t_start);
-        mine[F_MHZ] = (float)(pl->mhz_sum / pl->n);
-        mine[F_N] = (float)pl->n;
-        mine[F_POWER] = (float)pl->n_power;
-        mine[F_HEAT] = (float)pl->n_heat;
-        mine[F_MAX_MHZ] = (float)s.max_sm_mhz;
-    }
+    /* a failed reading still joins the collective (as "no readings"), so the
+     * other ranks do not wait for it; its error is returned after */
+    gml_status mine_st = pl->p ? my_figures(pl, now, mine) : GML_OK, st = GML_OK;
+    if (mine_st != GML_OK) memset(mine, 0, sizeof mine);
     memcpy(all + (size_t)rank * NF, mine, sizeof mine);
     if (size > 1) GML_CHECK_GOTO(gml_comm_allgather_f32(world, mine, all, NF, NULL), st, done);
     size_t n0 = 0, *n = &n0;
@@ -117,5 +122,5 @@ gml_status gml_powerlog_summary(gml_powerlog *pl, gml_comm *world, double now, d
     }
 done:
     free(all);
-    return st;
+    return st != GML_OK ? st : mine_st;
 }
