@@ -32,7 +32,7 @@ typedef struct {
     double mfu;          /* 0..1; < 0 when unknown (CPU) */
     double mem_bytes;    /* backend memory in use (peak), bytes; < 0 when unknown */
     double eta_s;        /* seconds to finish */
-    double power_w;      /* GPU: mean power since the previous line (W); <= 0 when unknown */
+    double power_w;      /* GPU: power draw as NVML reports it (its own ~1 s average; W); <= 0 when unknown */
     int sm_mhz;          /* GPU: SM clock now (MHz); <= 0 when unknown */
     uint64_t clock_reasons; /* why that clock is below its maximum (core/power.h's bits) */
 } gml_train_stats;
