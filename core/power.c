@@ -51,12 +51,12 @@ gml_status gml_power_open(const char *pci_bus_id, gml_power **out, char *why, si
     }
     gml_power *p = calloc(1, sizeof *p);
     if (!p) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
+    nvml_ret r = 0;
     p->lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!p->lib) {
         const char *e = dlerror();
         snprintf(why, cap, "NVML not loadable (%s)", e ? e : "dlopen failed");
-        gml_power_close(p);
-        return GML_OK;
+        goto none;
     }
     nvml_ret (*init)(void) = NULL;
     nvml_ret (*by_bus)(const char *, nvml_dev *) = NULL;
@@ -82,41 +82,29 @@ gml_status gml_power_open(const char *pci_bus_id, gml_power **out, char *why, si
     if (!init || !by_bus || !max_clock || !p->shutdown || !p->energy || !p->power || !p->limit || !p->clock ||
         !p->reasons) {
         snprintf(why, cap, "this NVML lacks an entry point we read");
-        gml_power_close(p);
-        return GML_OK;
+        goto none;
     }
-    nvml_ret r = init();
-    if (r != 0) {
-        snprintf(why, cap, "nvmlInit_v2: %s", err_str(p, r));
-        gml_power_close(p);
-        return GML_OK;
-    }
+    const char *call = "nvmlInit_v2";
+    if ((r = init()) != 0) goto failed;
     p->initialized = 1;
-    if ((r = by_bus(pci_bus_id, &p->dev)) != 0) {
-        snprintf(why, cap, "nvmlDeviceGetHandleByPciBusId_v2(%s): %s", pci_bus_id, err_str(p, r));
-        gml_power_close(p);
-        return GML_OK;
-    }
+    call = "nvmlDeviceGetHandleByPciBusId_v2";
+    if ((r = by_bus(pci_bus_id, &p->dev)) != 0) goto failed;
     unsigned int mhz = 0;
-    if ((r = max_clock(p->dev, NVML_CLOCK_SM, &mhz)) != 0) {
-        snprintf(why, cap, "nvmlDeviceGetMaxClockInfo: %s", err_str(p, r));
-        gml_power_close(p);
-        return GML_OK;
-    }
+    call = "nvmlDeviceGetMaxClockInfo";
+    if ((r = max_clock(p->dev, NVML_CLOCK_SM, &mhz)) != 0) goto failed;
     p->max_sm_mhz = (int)mhz;
+    /* every counter once: a GPU may lack one (energy: Volta and newer) */
     gml_power_sample s;
-    const char *call = "";
     unsigned long long mj = 0;
-    if ((r = read_all(p, &s, &call)) == 0) { /* or a counter this GPU lacks (energy: Volta and newer) */
-        call = "nvmlDeviceGetTotalEnergyConsumption";
-        r = p->energy(p->dev, &mj);
-    }
-    if (r != 0) {
-        snprintf(why, cap, "%s: %s", call, err_str(p, r));
-        gml_power_close(p);
-        return GML_OK;
-    }
+    if ((r = read_all(p, &s, &call)) != 0) goto failed;
+    call = "nvmlDeviceGetTotalEnergyConsumption";
+    if ((r = p->energy(p->dev, &mj)) != 0) goto failed;
     *out = p;
+    return GML_OK;
+failed:
+    snprintf(why, cap, "%s(%s): %s", call, pci_bus_id, err_str(p, r));
+none: /* no readings: not an error */
+    gml_power_close(p);
     return GML_OK;
 }
 

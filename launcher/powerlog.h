@@ -1,9 +1,11 @@
 /* powerlog.h — a training run's GPU power readings (core/power.h): power
  * and SM clock for each progress line (cheap readings); at the end, from the
- * energy counter read at the start and the end of the run (slow readings), every rank's energy, mean power, mean clock
- * and how often the power cap (or heat) held its clock down, gathered into one summary on rank 0, with the job's energy
- * per token. A rank whose GPU is held lower than the others' is a straggler for the whole job: the summary names it by
- * its figures.
+ * energy counter read at the start and the end of the run (slow readings),
+ * every rank's energy, mean power, mean clock and how often the power cap
+ * (or heat) held its clock down, gathered into one summary on rank 0, with
+ * the job's energy per token. A rank whose GPU is held lower than the
+ * others' is a straggler for the whole job: the summary names it by its
+ * figures.
  *
  * Every rank keeps its own gml_powerlog (by value, in the trainer); ranks
  * without readings (CPU, no NVML) take part in the summary with none.
@@ -27,6 +29,7 @@ typedef struct {
     double e_start, t_start; /* J, s: at gml_powerlog_start */
     double mhz_sum;          /* over the samples since start */
     int n, n_power, n_heat;  /* samples; of them held by power, by heat */
+    int max_sm_mhz;          /* the card's highest SM clock (from the samples) */
 } gml_powerlog;
 
 /* Zero *pl and open readings for the GPU with this PCI bus id (may be "":
@@ -36,10 +39,10 @@ gml_status gml_powerlog_open(gml_powerlog *pl, const char *pci_bus_id, char *why
 /* Start counting (energy and time) at `now` (s, any monotonic clock). */
 gml_status gml_powerlog_start(gml_powerlog *pl, double now);
 
-/* One sample: *power_w = the power NVML
- * reports (its own ~1 s average), *sm_mhz = the clock now, *reasons = why it
- * is held below its maximum (core/power.h's bits). Without readings: -1, -1,
- * 0. A few microseconds of host time. */
+/* One sample: *power_w = the power NVML reports (its own ~1 s average),
+ * *sm_mhz = the clock now, *reasons = why it is held below its maximum
+ * (core/power.h's bits). Without readings: -1, -1, 0. A few microseconds of
+ * host time. */
 gml_status gml_powerlog_sample(gml_powerlog *pl, double *power_w, int *sm_mhz, uint64_t *reasons);
 
 /* Collective over `world` (every rank calls it; NULL: this rank alone): the

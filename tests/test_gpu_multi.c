@@ -83,7 +83,8 @@ static void train_with(int np, int zero, const char *extra, const char *env, con
     if (rc != 0) fail_msg("%d GPUs, zero %d: exit %d\n%s", np, zero, rc, out);
     /* every rank's power readings, in rank 0's summary (launcher/powerlog.h) */
     char want[64];
-    snprintf(want, sizeof want, np > 1 ? " kJ on %d GPU(s), " : " kJ in ", np);
+    if (np > 1) snprintf(want, sizeof want, " kJ on %d GPU(s), ", np);
+    else snprintf(want, sizeof want, " kJ in ");
     if (!strstr(out, "\npower: ") || !strstr(out, want))
         fail_msg("%d GPUs, zero %d: no power summary with '%s':\n%s", np, zero, want, out);
     free(out);
