@@ -63,7 +63,9 @@ gml_status gml_params_add(gml_param_registry *reg, const char *name, int ndim, c
 int gml_params_find(const gml_param_registry *reg, const char *name);
 /* Fill host buffer `out` (reg->total f32) with initial values drawn from
  * `seed`; each parameter draws from its own RNG stream (its index), so the
- * values do not depend on the layout. */
+ * values do not depend on the layout. The draw runs in pieces on OpenMP's
+ * threads (gml_rng_advance starts each piece where a sequential draw would
+ * be), so the values do not depend on the thread count either. */
 void gml_params_init_values(const gml_param_registry *reg, uint64_t seed, float *out);
 
 #ifdef __cplusplus
