@@ -15,12 +15,14 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -195,6 +197,53 @@ static void test_good_file_with_override(void **state) {
     result_free(&r);
 }
 
+/* Parameters of a GPT of the config's shape: embeddings, per block two
+ * LayerNorms, qkv, proj, fc, fc_proj (weights and biases), the final
+ * LayerNorm; the head shares wte. */
+static double gpt_params(const Gml__ModelConfig *m) {
+    double C = m->n_embd, L = m->n_layer, V = m->padded_vocab_size, T = m->block_size;
+    return V * C + T * C + L * (12.0 * C * C + 13.0 * C) + 2.0 * C;
+}
+
+/* Every file in configs/ is accepted as shipped, and the GPT-2 ones have the
+ * size their name says (gpt2-350m: 350e6 parameters within 5%), so a mistyped
+ * width or depth cannot hide behind a config that merely parses. */
+static void test_shipped_configs(void **state) {
+    const char *src = getenv("GML_SOURCE_DIR");
+    assert_non_null(src);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/configs", src);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int files = 0, sized = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        if (n < 6 || strcmp(e->d_name + n - 5, ".yaml") != 0) continue;
+        char path[8192];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        run_result r = run_print_config(path, 0, NULL);
+        if (r.exit_code != 0) fail_msg("%s: expected exit 0, got %d\nstderr:\n%s", path, r.exit_code, r.err);
+        Gml__RunConfig *cfg = NULL;
+        gml_error_clear();
+        if (gml_config_load_string(r.out, path, 0, NULL, &cfg) != GML_OK)
+            fail_msg("%s: printed config does not load: %s", path, gml_error_message());
+        double nominal = 0.0;
+        char unit = 0;
+        if (sscanf(e->d_name, "gpt2-%lf%c", &nominal, &unit) == 2 && (unit == 'm' || unit == 'b')) {
+            double want = nominal * (unit == 'm' ? 1e6 : 1e9), got = gpt_params(cfg->model);
+            if (fabs(got - want) > 0.05 * want)
+                fail_msg("%s: %.0f parameters for a name that says %.3g", path, got, want);
+            sized++;
+        }
+        gml_config_free(cfg);
+        result_free(&r);
+        files++;
+    }
+    closedir(d);
+    assert_true(files >= 6);
+    assert_true(sized >= 4); /* 124m, 350m, 774m, 1.5b */
+}
+
 int main(void) {
     if (!getenv("GML_BINARY")) {
         printf("SKIP: GML_BINARY is not set (run through ctest)\n");
@@ -205,6 +254,7 @@ int main(void) {
         cmocka_unit_test(test_out_of_range),      cmocka_unit_test(test_malformed_yaml),
         cmocka_unit_test(test_missing_file),      cmocka_unit_test(test_bad_override_syntax),
         cmocka_unit_test(test_bad_override_value), cmocka_unit_test(test_good_file_with_override),
+        cmocka_unit_test(test_shipped_configs),
     };
     return cmocka_run_group_tests_name("cli_config", tests, NULL, NULL);
 }
