@@ -18,6 +18,7 @@
 #include "checkpoint/vds.h"
 #include "core/crc32c.h"
 #include "core/fsutil.h"
+#include "core/hostmem.h"
 #include "core/version.h"
 #include "proto/checkpoint.pb-c.h"
 
@@ -281,7 +282,7 @@ static gml_status make_job(const char *dir, gml_gpt *m, gml_zero *z, const gml_m
     gml_zero_shard_range(z, &j->lo, &j->hi);
     size_t n = j->hi - j->lo;
     for (int k = 0; k < 3; k++)
-        if (!(j->t[k] = malloc((n ? n : 1) * sizeof(float)))) {
+        if (!(j->t[k] = gml_host_alloc_touched(n * sizeof(float)))) { /* faulted in before the copy's clock */
             st = gml_error_set(GML_ERR_NOMEM, "out of host memory for a checkpoint copy of %zu parameters", n);
             goto fail;
         }
