@@ -178,36 +178,42 @@ static gml_status cuda_memset_zero(gml_backend *be, void *ptr, size_t bytes) {
     return GML_OK;
 }
 
-/* Host -> device; returns once `src` may be reused (the source may be
- * pinned, where an async copy would still be reading it). */
+/* Copies of at least this many bytes pin their host side for the copy
+ * (cudaHostRegister): pageable memory goes through the driver's small
+ * staging buffer at ~1.5 GB/s on the H200 host, pinned memory at PCIe/C2C
+ * speed. A checkpoint's shard copy is what the training loop stalls on; a
+ * resume and the initial weights cross the other way (6.2 GB of master
+ * weights and 12.5 GB of moments for GPT-2 1.5B). */
+#define PIN_BYTES ((size_t)64 << 20)
+
+/* A blocking copy between device memory and the host buffer `host`, which is
+ * registered only for the copy, so a process forked later (the checkpoint
+ * writer) sees ordinary memory; memory that is already pinned or cannot be
+ * registered takes the pageable path. */
+static gml_status copy_host(gml_cuda_ctx *c, void *dst, const void *src, size_t bytes, void *host,
+                            cudaMemcpyKind kind) {
+    int pinned = bytes >= PIN_BYTES && cudaHostRegister(host, bytes, cudaHostRegisterDefault) == cudaSuccess;
+    if (!pinned) (void)cudaGetLastError(); /* not fatal: the pageable path below works */
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    if (pinned) (void)cudaHostUnregister(host);
+    CUDA_CHECK(e);
+    return GML_OK;
+}
+
+/* Host -> device; returns once `src` may be reused. */
 static gml_status cuda_memcpy_h2d(gml_backend *be, void *dst, const void *src, size_t bytes) {
     gml_cuda_ctx *c = NULL;
     GML_CHECK(gml_cuda_enter(be, &c));
     if (bytes == 0) return GML_OK;
-    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
-    CUDA_CHECK(cudaStreamSynchronize(c->stream));
-    return GML_OK;
+    return copy_host(c, dst, src, bytes, (void *)src, cudaMemcpyHostToDevice);
 }
-
-/* Copies of at least this many bytes pin the destination for the copy
- * (cudaHostRegister): a pageable destination goes through the driver's small
- * staging buffer at ~1.5 GB/s on the H200 host, a pinned one at PCIe/C2C
- * speed. A checkpoint's 1.5 GB shard copy is what the training loop stalls on. */
-#define D2H_PIN_BYTES ((size_t)64 << 20)
 
 static gml_status cuda_memcpy_d2h(gml_backend *be, void *dst, const void *src, size_t bytes) {
     gml_cuda_ctx *c = NULL;
     GML_CHECK(gml_cuda_enter(be, &c));
     if (bytes == 0) return GML_OK;
-    /* registered only for the copy, so a process forked later (the
-     * checkpoint writer) sees ordinary memory */
-    int pinned = bytes >= D2H_PIN_BYTES && cudaHostRegister(dst, bytes, cudaHostRegisterDefault) == cudaSuccess;
-    if (!pinned) (void)cudaGetLastError(); /* not fatal: the pageable path below works */
-    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
-    if (pinned) (void)cudaHostUnregister(dst);
-    CUDA_CHECK(e);
-    return GML_OK;
+    return copy_host(c, dst, src, bytes, dst, cudaMemcpyDeviceToHost);
 }
 
 static gml_status cuda_memcpy_d2d(gml_backend *be, void *dst, const void *src, size_t bytes) {
