@@ -20,10 +20,14 @@
 
 /* ------------------------------------------------------------ host state */
 
-/* The three flat fp32 tensors of the checkpoint, full length P, on the host. */
+/* What a rank reads of a checkpoint, on the host: the fp32 master weights
+ * whole (P floats: every stage's restore takes them whole) and the two Adam
+ * moments only over this rank's optimizer range [lo, hi) (hi - lo floats
+ * each), so under ZeRO-1/2/3 a rank reads 4P + 8P/dp bytes instead of 12P. */
 typedef struct {
-    float *t[3]; /* params, adam_m, adam_v */
-    size_t P;
+    float *t[3]; /* params (P), adam_m, adam_v (hi - lo) */
+    size_t P, lo, hi;
+    double bytes; /* read from the rank files (whole pieces, as verified) */
 } host_state;
 
 static void host_state_free(host_state *h) {
@@ -31,11 +35,12 @@ static void host_state_free(host_state *h) {
     memset(h, 0, sizeof *h);
 }
 
-static gml_status host_state_alloc(host_state *h, size_t n) {
+static gml_status host_state_alloc(host_state *h, size_t n, size_t lo, size_t hi) {
     memset(h, 0, sizeof *h);
-    h->P = n;
+    h->P = n, h->lo = lo, h->hi = hi;
     for (int i = 0; i < 3; i++) {
-        h->t[i] = gml_host_alloc_touched(n * sizeof(float)); /* zeroed, in 2 MiB pages: a cheap pin for the upload */
+        /* zeroed, in 2 MiB pages: a cheap pin for the upload */
+        h->t[i] = gml_host_alloc_touched((i == 0 ? n : hi - lo) * sizeof(float));
         if (!h->t[i]) {
             host_state_free(h);
             return gml_error_set(GML_ERR_NOMEM, "out of host memory for a checkpoint of %zu parameters", n);
@@ -184,29 +189,58 @@ static gml_status reader_open_files(reader *r) {
     return GML_OK;
 }
 
-/* Tensor group/name (numel elements) into dst: its pieces, in flat order,
- * verified, and together exactly [0, numel). */
-static gml_status reader_read_tensor(reader *r, const char *group, const char *name, uint64_t numel, float *dst) {
+/* Elements [a, b) of tensor group/name (numel elements) into dst (b - a
+ * floats): the pieces that overlap [a, b), each read whole and verified
+ * (through a bounce buffer where it reaches outside), while the manifest's
+ * pieces must still tile [0, numel) exactly. *bytes (may be NULL) grows by
+ * what was read. */
+static gml_status reader_read_range(reader *r, const char *group, const char *name, uint64_t numel, uint64_t a,
+                                    uint64_t b, float *dst, double *bytes) {
     uint64_t covered = 0;
-    for (int i = 0; i < r->nfiles; i++) {
+    float *bounce = NULL;
+    gml_status st = GML_OK;
+    for (int i = 0; i < r->nfiles && st == GML_OK; i++) {
         const Gml__RankFile *rf = reader_rf(r, i);
-        for (size_t q = 0; q < rf->n_pieces; q++) {
+        for (size_t q = 0; q < rf->n_pieces && st == GML_OK; q++) {
             const Gml__TensorPiece *pc = rf->pieces[q];
             if (!pc->group || !pc->name || strcmp(pc->group, group) != 0 || strcmp(pc->name, name) != 0) continue;
-            if (pc->offset != covered || pc->count > numel - covered)
-                return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': the manifest's pieces of tensor '%s/%s' do "
-                                     "not tile it (a piece at element %llu, %llu expected): corrupt manifest",
-                                     r->path, group, name, (unsigned long long)pc->offset,
-                                     (unsigned long long)covered);
-            GML_CHECK(gml_rankfile_read_piece(r->files[i], r->path, r->fpath[i], pc, dst + pc->offset));
+            if (pc->offset != covered || pc->count > numel - covered) {
+                st = gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': the manifest's pieces of tensor '%s/%s' do "
+                                   "not tile it (a piece at element %llu, %llu expected): corrupt manifest",
+                                   r->path, group, name, (unsigned long long)pc->offset,
+                                   (unsigned long long)covered);
+                break;
+            }
             covered += pc->count;
+            uint64_t lo = pc->offset > a ? pc->offset : a, hi = pc->offset + pc->count < b ? pc->offset + pc->count : b;
+            if (lo >= hi) continue; /* not ours: another rank reads and verifies it */
+            if (lo == pc->offset && hi == pc->offset + pc->count) {
+                st = gml_rankfile_read_piece(r->files[i], r->path, r->fpath[i], pc, dst + (pc->offset - a));
+            } else {
+                float *nb = realloc(bounce, pc->count * sizeof *bounce);
+                if (!nb) {
+                    st = gml_error_set(GML_ERR_NOMEM, "out of host memory for a checkpoint piece of %llu elements",
+                                       (unsigned long long)pc->count);
+                    break;
+                }
+                bounce = nb;
+                st = gml_rankfile_read_piece(r->files[i], r->path, r->fpath[i], pc, bounce);
+                if (st == GML_OK) memcpy(dst + (lo - a), bounce + (lo - pc->offset), (hi - lo) * sizeof *dst);
+            }
+            if (bytes) *bytes += 4.0 * (double)pc->count;
         }
     }
-    if (covered != numel)
+    free(bounce);
+    if (st == GML_OK && covered != numel)
         return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': the rank files hold %llu of the %llu elements of "
                              "tensor '%s/%s': corrupt manifest", r->path, (unsigned long long)covered,
                              (unsigned long long)numel, group, name);
-    return GML_OK;
+    return st;
+}
+
+/* The whole tensor group/name (numel elements) into dst. */
+static gml_status reader_read_tensor(reader *r, const char *group, const char *name, uint64_t numel, float *dst) {
+    return reader_read_range(r, group, name, numel, 0, numel, dst, NULL);
 }
 
 /* ------------------------------------------------------------ load */
@@ -215,8 +249,8 @@ static gml_status reader_read_tensor(reader *r, const char *group, const char *n
  * nothing of the model is touched. *damaged: the failure is the files'
  * (unreadable, missing, truncated, checksum) rather than a mismatch with
  * this run's model, which no older checkpoint would fix. */
-static gml_status read_state(const char *path, gml_gpt *m, host_state *h, Gml__CheckpointManifest **man_out,
-                             int *damaged) {
+static gml_status read_state(const char *path, gml_gpt *m, size_t lo, size_t hi, host_state *h,
+                             Gml__CheckpointManifest **man_out, int *damaged) {
     *man_out = NULL;
     *damaged = 1;
     memset(h, 0, sizeof *h);
@@ -259,11 +293,16 @@ static gml_status read_state(const char *path, gml_gpt *m, host_state *h, Gml__C
             }
         }
     GML_CHECK_GOTO(reader_open_files(&r), st, done);
-    GML_CHECK_GOTO(host_state_alloc(h, gml_gpt_num_params(m)), st, done);
+    GML_CHECK_GOTO(host_state_alloc(h, gml_gpt_num_params(m), lo, hi), st, done);
     for (int k = 0; k < 3 && st == GML_OK; k++)
         for (int i = 0; i < reg->n && st == GML_OK; i++) {
             const gml_param_spec *p = &reg->specs[i];
-            st = reader_read_tensor(&r, gml_ckpt_groups[k], p->name, p->numel, h->t[k] + p->offset);
+            /* the moments: only where the parameter meets [lo, hi) */
+            size_t a = k == 0 ? p->offset : p->offset > lo ? p->offset : lo;
+            size_t b = k == 0 ? p->offset + p->numel : p->offset + p->numel < hi ? p->offset + p->numel : hi;
+            if (a >= b) continue;
+            st = reader_read_range(&r, gml_ckpt_groups[k], p->name, p->numel, a - p->offset, b - p->offset,
+                                   h->t[k] + (k == 0 ? a : a - lo), &h->bytes);
         }
 done:
     if (st != GML_OK) {
@@ -314,12 +353,15 @@ static gml_status agree_load(gml_comm *world, gml_status mine, int *damaged) {
 /* Try one checkpoint on every rank; all ranks agree on the outcome.
  * *damaged as in read_state (any rank's). */
 static gml_status try_load(const char *path, gml_gpt *m, gml_zero *z, const gml_mesh *mesh, gml_ckpt_progress *prog,
-                           int *damaged) {
+                           int *damaged, double *bytes) {
     host_state h;
     Gml__CheckpointManifest *man = NULL;
-    gml_status st = read_state(path, m, &h, &man, damaged);
+    size_t lo, hi;
+    gml_adamw_range(gml_zero_optimizer(z), &lo, &hi);
+    gml_status st = read_state(path, m, lo, hi, &h, &man, damaged);
     st = agree_load(mesh->world_c, st, damaged);
     if (st == GML_OK) {
+        *bytes = h.bytes;
         st = gml_zero_restore(z, h.t[0], h.t[1], h.t[2], (int)man->adam_t);
         prog->step = man->step;
         prog->loader_epoch = man->loader_epoch;
@@ -333,8 +375,11 @@ static gml_status try_load(const char *path, gml_gpt *m, gml_zero *z, const gml_
 }
 
 gml_status gml_ckpt_resume(const char *dir, const char *spec, gml_gpt *m, gml_zero *z, const gml_mesh *mesh,
-                           gml_ckpt_progress *prog, int *loaded, char *path_out, size_t cap) {
+                           gml_ckpt_progress *prog, int *loaded, char *path_out, size_t cap, double *bytes_read) {
     *loaded = 0;
+    double bytes_dummy = 0.0;
+    if (!bytes_read) bytes_read = &bytes_dummy;
+    *bytes_read = 0.0;
     char path[4400];
     if (strcmp(spec, "none") == 0) return GML_OK;
     if (strcmp(spec, "auto") != 0) { /* an explicit checkpoint: it must load */
@@ -343,7 +388,7 @@ gml_status gml_ckpt_resume(const char *dir, const char *spec, gml_gpt *m, gml_ze
             snprintf(path, sizeof path, "%s/%s", spec, GML_CKPT_STATE_FILE);
         else snprintf(path, sizeof path, "%s", spec);
         int damaged = 0;
-        GML_CHECK(try_load(path, m, z, mesh, prog, &damaged));
+        GML_CHECK(try_load(path, m, z, mesh, prog, &damaged, bytes_read));
         *loaded = 1;
         if (path_out) snprintf(path_out, cap, "%s", path);
         return GML_OK;
@@ -367,7 +412,7 @@ gml_status gml_ckpt_resume(const char *dir, const char *spec, gml_gpt *m, gml_ze
     for (int i = 0; i < n; i++) {
         snprintf(path, sizeof path, "%s/step_%08lld/%s", dir, steps[i], GML_CKPT_STATE_FILE);
         int damaged = 0;
-        st = try_load(path, m, z, mesh, prog, &damaged);
+        st = try_load(path, m, z, mesh, prog, &damaged, bytes_read);
         if (st == GML_OK) {
             *loaded = 1;
             if (path_out) snprintf(path_out, cap, "%s", path);
@@ -426,7 +471,8 @@ gml_status gml_ckpt_export(const char *spec, const char *out) {
     int damaged = 0;
     gml_status st = gml_backend_create("cpu", 0, &be);
     if (st == GML_OK) st = gml_gpt_create(be, &c, 1, 1, 0, &m);
-    if (st == GML_OK) st = read_state(path, m, &h, &vm, &damaged); /* verifies every checksum */
+    if (st == GML_OK) /* the moments whole too: export verifies every checksum */
+        st = read_state(path, m, 0, gml_gpt_num_params(m), &h, &vm, &damaged);
     if (st == GML_OK) {
         st = gml_gpt_set_params_host(m, h.t[0]);
         host_state_free(&h);

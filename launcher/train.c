@@ -424,9 +424,9 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
         gml_ckpt_progress prog = {0, 0, 0};
         int loaded = 0;
         char used[4096] = "";
-        double t_resume = now_s();
+        double t_resume = now_s(), read = 0.0;
         GML_CHECK_GOTO(gml_ckpt_resume(t.ckpt_dir, resume, t.model, t.opt, t.mesh, &prog, &loaded, used,
-                                       sizeof used), st, done);
+                                       sizeof used, &read), st, done);
         t_resume = now_s() - t_resume;
         if (loaded) {
             if (prog.step > cfg->train->steps) {
@@ -438,9 +438,9 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
             t.start_step = (int)prog.step;
         }
         if (strcmp(resume, "none") != 0 && t.rank0) {
-            if (loaded) /* every rank reads all three tensors (master weights, Adam moments) */
-                printf("resume: %s (step %lld): %.1f MB read, verified and restored in %.2f s\n", used,
-                       (long long)prog.step, 12.0 * (double)gml_gpt_num_params(t.model) / 1e6, t_resume);
+            if (loaded) /* rank 0's share: the master weights and the moments of its optimizer range */
+                printf("resume: %s (step %lld): %.0f bytes (%.2f GB) read%s, verified and restored in %.2f s\n",
+                       used, (long long)prog.step, read, read / 1e9, t.mesh->world > 1 ? " by rank 0" : "", t_resume);
             else printf("resume: no checkpoint in %s, starting fresh\n", t.ckpt_dir);
         }
     }

@@ -560,8 +560,8 @@ gml_status gml_zero_restore(gml_zero *z, const float *master, const float *adam_
     GML_CHECK(gml_gpt_set_params_host(z->model, master)); /* stage 3: the provider keeps the shard */
     z->master_stale = 0;
     if (hi > lo) {
-        GML_CHECK(be->iface->memcpy_h2d(be, gml_adamw_m(z->opt), adam_m + lo, (hi - lo) * 4));
-        GML_CHECK(be->iface->memcpy_h2d(be, gml_adamw_v(z->opt), adam_v + lo, (hi - lo) * 4));
+        GML_CHECK(be->iface->memcpy_h2d(be, gml_adamw_m(z->opt), adam_m, (hi - lo) * 4));
+        GML_CHECK(be->iface->memcpy_h2d(be, gml_adamw_v(z->opt), adam_v, (hi - lo) * 4));
     }
     gml_adamw_set_t(z->opt, adam_t);
     return GML_OK;

@@ -23,8 +23,9 @@
  *    latest checkpoint, no process is left behind, and every loss any run
  *    logged equals the uninterrupted run's;
  *  - resharding: stopped at dp=4 ZeRO-3, resumed at dp=2 ZeRO-1, at one
- *    process and at dp=2 ZeRO-2, whose own checkpoint one process resumes:
- *    the losses continue within 1e-5 of the uninterrupted run. */
+ *    process and at dp=2 ZeRO-2, whose own checkpoint one process and dp=4
+ *    (moment ranges cutting its pieces) resume: the losses continue within
+ *    1e-5 of the uninterrupted run. */
 #include <dirent.h>
 #include <errno.h>
 #include <hdf5.h>
@@ -124,6 +125,15 @@ static int ckpt_info(const char *path, char **out) {
 /* out must contain want, else fail showing it */
 static void expect(const char *out, const char *want, const char *what) {
     if (!strstr(out, want)) fail_msg("%s: no '%s' in:\n%s", what, want, out);
+}
+
+/* From a run's output: the parameter count ("model: P parameters") and what
+ * its resume line says rank 0 read ("resume: ... (step N): B bytes"). */
+static void resume_bytes(const char *out, const char *what, double *params, double *bytes) {
+    const char *m = strstr(out, "model: "), *r = strstr(out, "resume: ");
+    const char *b = r ? strstr(r, "): ") : NULL;
+    if (!m || sscanf(m, "model: %lf parameters", params) != 1) fail_msg("%s: no 'model: P parameters'\n%s", what, out);
+    if (!b || sscanf(b, "): %lf bytes", bytes) != 1) fail_msg("%s: no 'resume: ... B bytes'\n%s", what, out);
 }
 
 /* The name `latest` of checkpoint root ck points at ("" if none). */
@@ -671,6 +681,11 @@ static void test_rank_files(void **state) {
     assert_int_equal(ckpt_info(src, &out), 0);
     expect(out, "rank files: 2", "ckpt info dp=2");
     expect(out, "rank_00001.h5: dp rank 1, elements [", "ckpt info dp=2");
+    unsigned long long lo0 = 0, hi0 = 0; /* rank 0's shard: what it reads of the moments at dp=2 */
+    const char *r0 = strstr(out, "rank_00000.h5: dp rank 0, elements [");
+    assert_non_null(r0);
+    assert_int_equal(sscanf(r0, "rank_00000.h5: dp rank 0, elements [%llu, %llu)", &lo0, &hi0), 2);
+    assert_true(hi0 > lo0);
     expect(out, "virtual datasets equal to the rank files", "ckpt info dp=2");
     free(out);
     printf("dp=2 save: %s, %d parameter(s) straddling both rank files; ckpt info verified the VDS\n", names,
@@ -692,6 +707,14 @@ static void test_rank_files(void **state) {
     expect(out, "rank_00001.h5' (dp rank 1's shard) is missing; falling back to the previous one",
            "auto past a missing rank file");
     expect(out, "step_00000015/state.h5 (step 15)", "auto past a missing rank file");
+    /* at dp=2 ZeRO-1 rank 0 read the master weights whole and the moments of its range only (the pieces
+     * of a dp=2 checkpoint match the ranges: nothing more) */
+    double P = 0, got = 0;
+    resume_bytes(out, "dp=2 resume", &P, &got);
+    if (got != 4.0 * P + 8.0 * (double)(hi0 - lo0))
+        fail_msg("dp=2 resume: rank 0 read %.0f bytes; 4P + 8 x its %llu-element range is %.0f (P = %.0f)", got,
+                 hi0 - lo0, 4.0 * P + 8.0 * (double)(hi0 - lo0), P);
+    printf("dp=2 resume: rank 0 read %.0f bytes of the checkpoint's %.0f\n", got, 12.0 * P);
     free(out);
     assert_int_equal(run_matching(&g_dp2, "rf_missing", "dp=2 resumed past a missing rank file"), 5);
 
@@ -707,6 +730,13 @@ static void test_rank_files(void **state) {
     out = gml(args, 2); /* at one process: the explicit path must load */
     expect(out, "adam_v/blocks.1.mlp.fc.weight' fails its checksum in '", "explicit resume, flipped rank file");
     expect(out, "rank_00001.h5", "explicit resume, flipped rank file");
+    free(out);
+    /* at dp=2 only rank 1 reads that piece of the moments: the job still refuses it, on every rank */
+    snprintf(args, sizeof args, DP2 " train.out_dir=%s/rf_explicit2 --resume %s/step_00000020", dir, ck);
+    rc = gml_mpi(2, "", args, &out);
+    if (rc != 2) fail_msg("dp=2 explicit resume of a flipped moment: exit %d, expected 2\n%s", rc, out);
+    expect(out, "adam_v/blocks.1.mlp.fc.weight' fails its checksum in '", "dp=2 resume, flipped rank file");
+    expect(out, "(on dp rank 1)", "dp=2 resume, flipped rank file");
     free(out);
 
     /* a truncated rank file: its size is checked against the manifest */
@@ -724,6 +754,8 @@ static void test_rank_files(void **state) {
     expect(out, "checkpoint step 20 is unusable", "auto past a truncated rank file");
     expect(out, "(truncated or replaced); falling back to the previous one", "auto past a truncated rank file");
     expect(out, "step_00000015/state.h5 (step 15)", "auto past a truncated rank file");
+    resume_bytes(out, "one-process resume", &P, &got); /* one process keeps every moment: all of it */
+    if (got != 12.0 * P) fail_msg("one-process resume read %.0f bytes, 12P = %.0f", got, 12.0 * P);
     free(out);
 
     /* the top file of another checkpoint over these rank files */
@@ -930,10 +962,11 @@ static void test_reshard(void **state) {
     int rc = cli_run(cmd, &out);
     if (rc != 3) fail_msg("dp=4 stop: exit %d\n%s", rc, out);
     free(out);
-    char tdir[4][2048], args[8192];
-    static const char *what[4] = {"dp=4 zero=3 -> dp=2 zero=1", "dp=4 zero=3 -> 1 process",
-                                  "dp=4 zero=3 -> dp=2 zero=2", "dp=2 zero=2 -> 1 process"};
-    static const int first[4] = {11, 11, 11, 16}, last[4] = {STEPS, STEPS, 15, STEPS};
+    char tdir[5][2048], args[8192];
+    static const char *what[5] = {"dp=4 zero=3 -> dp=2 zero=1", "dp=4 zero=3 -> 1 process",
+                                  "dp=4 zero=3 -> dp=2 zero=2", "dp=2 zero=2 -> 1 process",
+                                  "dp=2 zero=2 -> dp=4 zero=1"};
+    static const int first[5] = {11, 11, 11, 16, 16}, last[5] = {STEPS, STEPS, 15, STEPS, STEPS};
     snprintf(tdir[0], sizeof tdir[0], "%s/rs_dp2", dir);
     snprintf(args, sizeof args, "%s data.batch_size=4 parallel.zero=1 checkpoint.dir=%s/rs_ckpt train.out_dir=%s "
              "--resume auto", common, dir, tdir[0]);
@@ -967,11 +1000,19 @@ static void test_reshard(void **state) {
     if (rc != 0) fail_msg("dp=2 ZeRO-2 checkpoint at 1 process: exit %d\n%s", rc, out);
     expect(out, "step_00000015/state.h5 (step 15)", "dp=2 ZeRO-2 checkpoint at 1 process");
     free(out);
+    /* and at dp=4: each rank's moment range is half of one dp=2 piece, read whole, verified and cut */
+    snprintf(tdir[4], sizeof tdir[4], "%s/rs_z3_dp4", dir);
+    snprintf(args, sizeof args, "%s data.batch_size=2 parallel.zero=1 checkpoint.dir=%s train.out_dir=%s "
+             "--resume auto", common, ck3, tdir[4]);
+    rc = gml_mpi(4, "", args, &out);
+    if (rc != 0) fail_msg("dp=2 ZeRO-2 checkpoint at dp=4: exit %d\n%s", rc, out);
+    expect(out, "step_00000015/state.h5 (step 15)", "dp=2 ZeRO-2 checkpoint at dp=4");
+    free(out);
     static curve ref, c;
     char rdir[2048];
     snprintf(rdir, sizeof rdir, "%s/rs_ref", dir);
     read_curve(rdir, &ref, STEPS);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         read_curve(tdir[i], &c, STEPS);
         double worst = 0;
         for (int s = first[i]; s <= last[i]; s++) {
