@@ -25,8 +25,7 @@
  * moments only over this rank's optimizer range [lo, hi) (hi - lo floats
  * each), so under ZeRO-1/2/3 a rank reads 4P + 8P/dp bytes instead of 12P. */
 typedef struct {
-    float *t[3]; /* params (P), adam_m, adam_v (hi - lo) */
-    size_t P, lo, hi;
+    float *t[3];  /* params (P), adam_m, adam_v (hi - lo) */
     double bytes; /* read from the rank files (whole pieces, as verified) */
 } host_state;
 
@@ -37,7 +36,6 @@ static void host_state_free(host_state *h) {
 
 static gml_status host_state_alloc(host_state *h, size_t n, size_t lo, size_t hi) {
     memset(h, 0, sizeof *h);
-    h->P = n, h->lo = lo, h->hi = hi;
     for (int i = 0; i < 3; i++) {
         /* zeroed, in 2 MiB pages: a cheap pin for the upload */
         h->t[i] = gml_host_alloc_touched((i == 0 ? n : hi - lo) * sizeof(float));
@@ -294,16 +292,17 @@ static gml_status read_state(const char *path, gml_gpt *m, size_t lo, size_t hi,
         }
     GML_CHECK_GOTO(reader_open_files(&r), st, done);
     GML_CHECK_GOTO(host_state_alloc(h, gml_gpt_num_params(m), lo, hi), st, done);
-    for (int k = 0; k < 3 && st == GML_OK; k++)
+    for (int k = 0; k < 3 && st == GML_OK; k++) {
+        /* the flat range group k holds: the weights whole, the moments [lo, hi) */
+        size_t glo = k == 0 ? 0 : lo, ghi = k == 0 ? gml_gpt_num_params(m) : hi;
         for (int i = 0; i < reg->n && st == GML_OK; i++) {
             const gml_param_spec *p = &reg->specs[i];
-            /* the moments: only where the parameter meets [lo, hi) */
-            size_t a = k == 0 ? p->offset : p->offset > lo ? p->offset : lo;
-            size_t b = k == 0 ? p->offset + p->numel : p->offset + p->numel < hi ? p->offset + p->numel : hi;
-            if (a >= b) continue;
+            size_t a = p->offset > glo ? p->offset : glo, end = p->offset + p->numel, b = end < ghi ? end : ghi;
+            if (a >= b) continue; /* the parameter lies outside the range */
             st = reader_read_range(&r, gml_ckpt_groups[k], p->name, p->numel, a - p->offset, b - p->offset,
-                                   h->t[k] + (k == 0 ? a : a - lo), &h->bytes);
+                                   h->t[k] + (a - glo), &h->bytes);
         }
+    }
 done:
     if (st != GML_OK) {
         host_state_free(h);
