@@ -59,12 +59,12 @@
  * files directly (no VDS needed): each file must exist, have the size the
  * manifest says and carry the same step and save id; each piece's CRC is
  * verified and the pieces must tile every tensor exactly. A rank reads the
- * master weights whole and the Adam moments only where they meet its
- * optimizer range (the ranges of all ranks cover every piece, so every
- * piece is still verified by some rank, and all agree on the outcome).
- * Then each rank keeps its part (gml_zero_restore): any dp size / ZeRO
- * stage resumes any other. Errors name the file (the rank file where it is one) and the
- * tensor (GML_ERR_BAD_INPUT).
+ * master weights and the Adam moments only where they meet its optimizer
+ * range (the ranges of all ranks cover every piece, so every piece is still
+ * verified by some rank, and all agree on the outcome). Then each rank
+ * restores its range (gml_zero_restore; ZeRO-1/2 all-gather the weights on
+ * the device): any dp size / ZeRO stage resumes any other. Errors name the
+ * file (the rank file where it is one) and the tensor (GML_ERR_BAD_INPUT).
  */
 #ifndef GML_CKPT_H
 #define GML_CKPT_H
@@ -120,9 +120,9 @@ int gml_ckpt_writer_report(char *line, size_t cap);
  * checkpoint directory or its state.h5; must load). On success the model,
  * the optimizer range and *prog are restored; path_out (may be NULL) gets
  * the checkpoint used, bytes_read (may be NULL) what this rank read of it:
- * the master weights whole and the moments only where pieces meet its
- * optimizer range (12P bytes at ZeRO-0; 4P + 8P/dp plus boundary pieces at
- * ZeRO-1/2/3, every piece still verified by the rank that reads it). */
+ * the pieces of the weights and moments that meet its optimizer range
+ * (12P bytes at ZeRO-0; 12P/dp plus boundary pieces at ZeRO-1/2/3, every
+ * piece still verified by the rank that reads it). */
 gml_status gml_ckpt_resume(const char *dir, const char *spec, gml_gpt *m, gml_zero *z, const gml_mesh *mesh,
                            gml_ckpt_progress *prog, int *loaded, char *path_out, size_t cap, double *bytes_read);
 

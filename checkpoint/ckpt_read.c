@@ -21,11 +21,11 @@
 /* ------------------------------------------------------------ host state */
 
 /* What a rank reads of a checkpoint, on the host: the fp32 master weights
- * whole (P floats: every stage's restore takes them whole) and the two Adam
- * moments only over this rank's optimizer range [lo, hi) (hi - lo floats
- * each), so under ZeRO-1/2/3 a rank reads 4P + 8P/dp bytes instead of 12P. */
+ * and the two Adam moments over this rank's optimizer range [lo, hi) (hi -
+ * lo floats each: all P at ZeRO-0, the shard at ZeRO-1/2/3), so under ZeRO
+ * a rank reads 12P/dp bytes instead of 12P. */
 typedef struct {
-    float *t[3];  /* params (P), adam_m, adam_v (hi - lo) */
+    float *t[3];  /* params, adam_m, adam_v over [lo, hi) */
     double bytes; /* read from the rank files (whole pieces, as verified) */
 } host_state;
 
@@ -34,14 +34,14 @@ static void host_state_free(host_state *h) {
     memset(h, 0, sizeof *h);
 }
 
-static gml_status host_state_alloc(host_state *h, size_t n, size_t lo, size_t hi) {
+static gml_status host_state_alloc(host_state *h, size_t n) {
     memset(h, 0, sizeof *h);
     for (int i = 0; i < 3; i++) {
         /* zeroed, in 2 MiB pages: a cheap pin for the upload */
-        h->t[i] = gml_host_alloc_touched((i == 0 ? n : hi - lo) * sizeof(float));
+        h->t[i] = gml_host_alloc_touched(n * sizeof(float)); /* 0: a 1-byte buffer */
         if (!h->t[i]) {
             host_state_free(h);
-            return gml_error_set(GML_ERR_NOMEM, "out of host memory for a checkpoint of %zu parameters", n);
+            return gml_error_set(GML_ERR_NOMEM, "out of host memory for %zu parameters of a checkpoint", n);
         }
     }
     return GML_OK;
@@ -291,18 +291,15 @@ static gml_status read_state(const char *path, gml_gpt *m, size_t lo, size_t hi,
             }
         }
     GML_CHECK_GOTO(reader_open_files(&r), st, done);
-    GML_CHECK_GOTO(host_state_alloc(h, gml_gpt_num_params(m), lo, hi), st, done);
-    for (int k = 0; k < 3 && st == GML_OK; k++) {
-        /* the flat range group k holds: the weights whole, the moments [lo, hi) */
-        size_t glo = k == 0 ? 0 : lo, ghi = k == 0 ? gml_gpt_num_params(m) : hi;
+    GML_CHECK_GOTO(host_state_alloc(h, hi - lo), st, done);
+    for (int k = 0; k < 3 && st == GML_OK; k++)
         for (int i = 0; i < reg->n && st == GML_OK; i++) {
             const gml_param_spec *p = &reg->specs[i];
-            size_t a = p->offset > glo ? p->offset : glo, end = p->offset + p->numel, b = end < ghi ? end : ghi;
+            size_t a = p->offset > lo ? p->offset : lo, end = p->offset + p->numel, b = end < hi ? end : hi;
             if (a >= b) continue; /* the parameter lies outside the range */
             st = reader_read_range(&r, gml_ckpt_groups[k], p->name, p->numel, a - p->offset, b - p->offset,
-                                   h->t[k] + (a - glo), &h->bytes);
+                                   h->t[k] + (a - lo), &h->bytes);
         }
-    }
 done:
     if (st != GML_OK) {
         host_state_free(h);

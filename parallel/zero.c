@@ -218,17 +218,23 @@ static gml_status z3_grads_finish(void *ctx) {
     return st;
 }
 
-static gml_status z3_set_params_host(void *ctx, const float *host) {
-    gml_zero *z = ctx;
+/* Stage 3: this rank's shard of the weights from `own` (hi - lo floats,
+ * element 0 is flat element lo); the padding stays zero. */
+static gml_status z3_set_shard(gml_zero *z, const float *own) {
     gml_backend *be = gml_gpt_backend(z->model);
     gml_zero_drop_params_host(z);
     if (z->early_pending) { /* the gather the step started holds the old values */
         z->early_pending = 0;
         GML_CHECK(z3_release(z, 0));
     }
-    if (z->hi > z->lo) GML_CHECK(be->iface->memcpy_h2d(be, z->mshard, host + z->lo, (z->hi - z->lo) * 4));
+    if (z->hi > z->lo) GML_CHECK(be->iface->memcpy_h2d(be, z->mshard, own, (z->hi - z->lo) * 4));
     if (z->cshard != (void *)z->mshard) GML_CHECK(be->iface->cast_f32_to_act(be, z->cshard, z->mshard, z->S));
     return GML_OK;
+}
+
+static gml_status z3_set_params_host(void *ctx, const float *host) {
+    gml_zero *z = ctx;
+    return z3_set_shard(z, host + z->lo);
 }
 
 static gml_status z3_get_params_host(void *ctx, float *host) {
@@ -556,8 +562,18 @@ gml_status gml_zero_download_shard(gml_zero *z, float *master, float *adam_m, fl
 gml_status gml_zero_restore(gml_zero *z, const float *master, const float *adam_m, const float *adam_v, int adam_t) {
     gml_backend *be = gml_gpt_backend(z->model);
     size_t lo, hi;
-    gml_adamw_range(z->opt, &lo, &hi);
-    GML_CHECK(gml_gpt_set_params_host(z->model, master)); /* stage 3: the provider keeps the shard */
+    gml_adamw_range(z->opt, &lo, &hi); /* stages 1-3: [z->lo, z->hi); stage 0: [0, P) */
+    if (z->stage == 3) {
+        GML_CHECK(z3_set_shard(z, master));
+    } else if (z->stage == 0) {
+        GML_CHECK(gml_gpt_set_params_host(z->model, master)); /* the range is everything */
+    } else { /* 1, 2: the own range into the full master, then every rank's range to every rank */
+        float *full = gml_gpt_master(z->model);
+        void *compute = gml_gpt_compute(z->model);
+        if (hi > lo) GML_CHECK(be->iface->memcpy_h2d(be, full + lo, master, (hi - lo) * 4));
+        GML_CHECK(gml_comm_allgather_f32(z->dev, full + (size_t)z->rank * z->S, full, z->S, NULL));
+        if (compute != (void *)full) GML_CHECK(be->iface->cast_f32_to_act(be, compute, full, z->P));
+    }
     z->master_stale = 0;
     if (hi > lo) {
         GML_CHECK(be->iface->memcpy_h2d(be, gml_adamw_m(z->opt), adam_m, (hi - lo) * 4));

@@ -153,12 +153,14 @@ void gml_zero_shard_range(const gml_zero *z, size_t *lo, size_t *hi);
 /* Host copies of this rank's shard range of the fp32 master weights and the
  * two Adam moments, hi - lo floats each (caller's buffers). Not collective. */
 gml_status gml_zero_download_shard(gml_zero *z, float *master, float *adam_m, float *adam_v);
-/* Restore from host tensors: master, the full flat fp32 weights (P floats,
- * registry order), of which every rank keeps what its stage holds (the
- * compute copy is refreshed); adam_m and adam_v, the moments of this rank's
- * optimizer range only (gml_adamw_range of gml_zero_optimizer: hi - lo
- * floats each, element 0 is flat element lo); adam_t: the optimizer's step
- * count. Not collective. */
+/* Restore from host tensors of this rank's optimizer range (gml_adamw_range
+ * of gml_zero_optimizer: hi - lo floats each, element 0 is flat element lo):
+ * master, the fp32 weights, adam_m and adam_v, the moments; adam_t: the
+ * optimizer's step count. Stage 0's range is all P weights; stages 1-3
+ * hold [rank*S, (rank+1)*S) clipped to P, so a resume reads 12P/dp bytes
+ * of a checkpoint per rank. Stage 3 keeps the shard; stages 1 and 2 put
+ * theirs into the full master and all-gather it over `dev` (collective
+ * over the group then); the compute copy is refreshed. */
 gml_status gml_zero_restore(gml_zero *z, const float *master, const float *adam_m, const float *adam_v, int adam_t);
 
 /* Whole weights for gml_gpt_get_params_host (weights files, best.h5):

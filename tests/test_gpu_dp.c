@@ -203,6 +203,12 @@ static void test_zero_stages_one_rank(void **state) {
     zero_stages_on_one_rank("cuda");
 }
 
+/* a restore into each stage on the GPU (ZeRO-1/2: the NCCL all-gather of the master) */
+static void test_zero_restore_one_rank(void **state) {
+    (void)state;
+    zero_restore_on_one_rank("cuda");
+}
+
 int main(void) {
     if (gml_backend_cuda_device_count() == 0) {
         printf("SKIP: no CUDA device\n");
@@ -214,7 +220,8 @@ int main(void) {
     }
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_reducer_recorded_in_graph),
                                        cmocka_unit_test(test_nccl_sendrecv_self),
-                                       cmocka_unit_test(test_zero_stages_one_rank)};
+                                       cmocka_unit_test(test_zero_stages_one_rank),
+                                       cmocka_unit_test(test_zero_restore_one_rank)};
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     gml_comm_finalize();
     return failed;
