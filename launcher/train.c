@@ -415,8 +415,6 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
                              : !strcmp(pc->embedding_grads, "reduce") ? GML_EMBEDDING_REDUCE
                                                                       : GML_EMBEDDING_AUTO;
     GML_CHECK_GOTO(gml_zero_set_embedding_grads(t.opt, eg, (size_t)t.B * (size_t)t.T), st, done);
-    /* after gml_zero_create: with ZeRO-3 each rank keeps its shard of the init */
-    GML_CHECK_GOTO(gml_gpt_init_weights(t.model, cfg->train->seed), st, done);
     if (cfg->checkpoint->dir[0]) snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s", cfg->checkpoint->dir);
     else snprintf(t.ckpt_dir, sizeof t.ckpt_dir, "%s/ckpt", cfg->train->out_dir);
     GML_CHECK_GOTO(install_stop_handlers(), st, done);
@@ -436,9 +434,12 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
             }
             GML_CHECK_GOTO(gml_loader_seek(t.train, prog.loader_epoch, prog.loader_index), st, done);
             t.start_step = (int)prog.step;
+        } else { /* after gml_zero_create: with ZeRO-3 each rank keeps its shard of the init
+                  * (nothing else is drawn first: a fresh run's weights do not depend on --resume) */
+            GML_CHECK_GOTO(gml_gpt_init_weights(t.model, cfg->train->seed), st, done);
         }
         if (strcmp(resume, "none") != 0 && t.rank0) {
-            if (loaded) /* rank 0's share: the master weights and the moments of its optimizer range */
+            if (loaded) /* rank 0's share: the weights and the moments of its optimizer range */
                 printf("resume: %s (step %lld): %.0f bytes (%.2f GB) read%s, verified and restored in %.2f s\n",
                        used, (long long)prog.step, read, read / 1e9, t.mesh->world > 1 ? " by rank 0" : "", t_resume);
             else printf("resume: no checkpoint in %s, starting fresh\n", t.ckpt_dir);
