@@ -156,39 +156,100 @@ gml_status gml_rankfile_open(const char *ckpt, const char *dir, const Gml__RankF
     return GML_OK;
 }
 
-gml_status gml_rankfile_read_piece(hid_t f, const char *ckpt, const char *path, const Gml__TensorPiece *pc,
-                                   float *dst) {
+/* Open piece pc's dataset in f and check its element count: *g, *ds (close
+ * both; -1 when not opened). */
+static gml_status piece_dataset(hid_t f, const char *ckpt, const char *path, const Gml__TensorPiece *pc, hid_t *g,
+                                hid_t *ds) {
     const char *gn = pc->group ? pc->group : "?", *name = pc->name ? pc->name : "?";
-    hid_t g = H5Lexists(f, gn, H5P_DEFAULT) > 0 ? H5Gopen2(f, gn, H5P_DEFAULT) : -1;
-    hid_t ds = g >= 0 && H5Lexists(g, name, H5P_DEFAULT) > 0 ? H5Dopen2(g, name, H5P_DEFAULT) : -1;
-    gml_status st = GML_OK;
-    if (ds < 0) {
-        st = gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': '%s' lacks tensor '%s/%s'", ckpt, path, gn, name);
-        goto done;
-    }
-    hid_t sp = H5Dget_space(ds);
+    *g = H5Lexists(f, gn, H5P_DEFAULT) > 0 ? H5Gopen2(f, gn, H5P_DEFAULT) : -1;
+    *ds = *g >= 0 && H5Lexists(*g, name, H5P_DEFAULT) > 0 ? H5Dopen2(*g, name, H5P_DEFAULT) : -1;
+    if (*ds < 0) return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': '%s' lacks tensor '%s/%s'", ckpt, path, gn, name);
+    hid_t sp = H5Dget_space(*ds);
     hssize_t n = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
     if (sp >= 0) H5Sclose(sp);
-    if (n < 0 || (uint64_t)n != pc->count) {
-        st = gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': tensor '%s/%s' in '%s' has %lld elements, the "
-                           "manifest says %llu", ckpt, gn, name, path, (long long)n, (unsigned long long)pc->count);
-        goto done;
-    }
-    if (n > 0 && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
-        st = gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': tensor '%s/%s' in '%s' cannot be read (truncated or "
-                           "corrupt file?)", ckpt, gn, name, path);
-        goto done;
-    }
-    uint32_t crc = gml_crc32c(dst, pc->count * sizeof(float));
-    if (!pc->has_crc32c || crc != pc->crc32c)
-        st = gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': tensor '%s/%s' fails its checksum in '%s' (elements "
-                           "%llu-%llu; stored %08x, read %08x): the file is corrupt", ckpt, gn, name, path,
-                           (unsigned long long)pc->offset, (unsigned long long)(pc->offset + pc->count),
-                           (unsigned)pc->crc32c, (unsigned)crc);
-done:
+    if (n < 0 || (uint64_t)n != pc->count)
+        return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': tensor '%s/%s' in '%s' has %lld elements, the "
+                             "manifest says %llu", ckpt, gn, name, path, (long long)n, (unsigned long long)pc->count);
+    return GML_OK;
+}
+
+static void close_dataset(hid_t g, hid_t ds) {
     if (ds >= 0) H5Dclose(ds);
     if (g >= 0) H5Gclose(g);
+}
+
+static gml_status checksum_error(const char *ckpt, const char *path, const Gml__TensorPiece *pc, uint32_t crc) {
+    return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': tensor '%s/%s' fails its checksum in '%s' (elements "
+                         "%llu-%llu; stored %08x, read %08x): the file is corrupt", ckpt, pc->group ? pc->group : "?",
+                         pc->name ? pc->name : "?", path, (unsigned long long)pc->offset,
+                         (unsigned long long)(pc->offset + pc->count), (unsigned)pc->crc32c, (unsigned)crc);
+}
+
+gml_status gml_rankfile_read_piece(hid_t f, const char *ckpt, const char *path, const Gml__TensorPiece *pc,
+                                   float *dst) {
+    hid_t g, ds;
+    gml_status st = piece_dataset(f, ckpt, path, pc, &g, &ds);
+    if (st == GML_OK && pc->count > 0 && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
+        st = gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': tensor '%s/%s' in '%s' cannot be read (truncated or "
+                           "corrupt file?)", ckpt, pc->group, pc->name, path);
+    if (st == GML_OK) {
+        uint32_t crc = gml_crc32c(dst, pc->count * sizeof(float));
+        if (!pc->has_crc32c || crc != pc->crc32c) st = checksum_error(ckpt, path, pc, crc);
+    }
+    close_dataset(g, ds);
     return st;
+}
+
+gml_status gml_rankfile_locate_piece(hid_t f, const char *ckpt, const char *path, const Gml__TensorPiece *pc,
+                                     int64_t *at) {
+    *at = -1;
+    hid_t g, ds;
+    gml_status st = piece_dataset(f, ckpt, path, pc, &g, &ds);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    hid_t dcpl = st == GML_OK ? H5Dget_create_plist(ds) : -1, type = st == GML_OK ? H5Dget_type(ds) : -1;
+    int plain = dcpl >= 0 && type >= 0 && H5Pget_layout(dcpl) == H5D_CONTIGUOUS && H5Pget_external_count(dcpl) == 0 &&
+                H5Tequal(type, H5T_IEEE_F32LE) > 0 && H5Dget_storage_size(ds) == pc->count * sizeof(float);
+    haddr_t a = plain && pc->count > 0 ? H5Dget_offset(ds) : HADDR_UNDEF;
+    if (a != HADDR_UNDEF && a <= (haddr_t)INT64_MAX - pc->count * sizeof(float)) *at = (int64_t)a;
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (type >= 0) H5Tclose(type);
+#endif
+    close_dataset(g, ds);
+    return st;
+}
+
+gml_piece_result gml_rankfile_pread_piece(int fd, const Gml__TensorPiece *pc, int64_t at, float *dst) {
+    gml_piece_result r = {GML_PIECE_OK, 0, 0};
+    size_t n = pc->count * sizeof(float), done = 0;
+    while (done < n) {
+        size_t want = n - done < ((size_t)1 << 30) ? n - done : (size_t)1 << 30;
+        ssize_t got = pread(fd, (char *)dst + done, want, (off_t)at + (off_t)done);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            r.code = got == 0 ? GML_PIECE_SHORT : GML_PIECE_IOERR;
+            r.err = got == 0 ? 0 : errno;
+            return r;
+        }
+        done += (size_t)got;
+    }
+    r.crc = gml_crc32c(dst, n);
+    if (!pc->has_crc32c || r.crc != pc->crc32c) r.code = GML_PIECE_CRC;
+    return r;
+}
+
+gml_status gml_rankfile_piece_error(const char *ckpt, const char *path, const Gml__TensorPiece *pc,
+                                    gml_piece_result r) {
+    switch (r.code) {
+    case GML_PIECE_OK: return GML_OK;
+    case GML_PIECE_CRC: return checksum_error(ckpt, path, pc, r.crc);
+    case GML_PIECE_NOMEM:
+        return gml_error_set(GML_ERR_NOMEM, "out of host memory for a checkpoint piece of %llu elements",
+                             (unsigned long long)pc->count);
+    default:
+        return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': tensor '%s/%s' in '%s' cannot be read (%s)", ckpt,
+                             pc->group ? pc->group : "?", pc->name ? pc->name : "?", path,
+                             r.code == GML_PIECE_SHORT ? "the file ends first: truncated" : strerror(r.err));
+    }
 }
 
 /* ------------------------------------------------------------ markers */

@@ -73,6 +73,30 @@ gml_status gml_rankfile_open(const char *ckpt, const char *dir, const Gml__RankF
 gml_status gml_rankfile_read_piece(hid_t f, const char *ckpt, const char *path, const Gml__TensorPiece *pc,
                                    float *dst);
 
+/* Where piece pc's data lie in open file f: when its dataset is a
+ * contiguous, allocated little-endian f32 array of pc->count elements on a
+ * little-endian host (what gml_rankfile_write makes), *at gets its byte
+ * offset in the file, for gml_rankfile_pread_piece; otherwise *at = -1 (a
+ * layout for gml_rankfile_read_piece). Errors as gml_rankfile_read_piece's
+ * (missing tensor, wrong element count). Not thread-safe (HDF5). */
+gml_status gml_rankfile_locate_piece(hid_t f, const char *ckpt, const char *path, const Gml__TensorPiece *pc,
+                                     int64_t *at);
+/* The outcome of gml_rankfile_pread_piece: code, errno for IOERR, the CRC
+ * read for CRC. */
+enum { GML_PIECE_OK = 0, GML_PIECE_CRC, GML_PIECE_SHORT, GML_PIECE_IOERR, GML_PIECE_NOMEM };
+typedef struct {
+    int code;
+    int err;
+    uint32_t crc;
+} gml_piece_result;
+/* Read piece pc (pc->count floats at byte `at` of descriptor fd, as located
+ * above) into dst and verify its CRC-32C, without HDF5: thread-safe, and it
+ * sets no error message (gml_rankfile_piece_error makes it, naming file and
+ * tensor, on the calling thread). */
+gml_piece_result gml_rankfile_pread_piece(int fd, const Gml__TensorPiece *pc, int64_t at, float *dst);
+gml_status gml_rankfile_piece_error(const char *ckpt, const char *path, const Gml__TensorPiece *pc,
+                                    gml_piece_result r);
+
 /* Leave the .done marker for e (dir is the checkpoint's temp directory). */
 gml_status gml_rankfile_mark_done(const char *dir, const gml_rankfile_entry *e);
 /* Leave the .failed marker with msg (best effort; never fails). */
