@@ -263,9 +263,10 @@ static void run_pread(read_job *j, int fd) {
  * place in its file (what our writer makes), the pieces are read with pread
  * and verified on OpenMP's threads: a resume of GPT-2 1.5B reads 18.7 GB, on
  * one core that took ~10 s; other layouts are read through HDF5 on this
- * thread. The error reported is that of the first failing job, in plan
- * order, as a sequential read would report it. *bytes (may be NULL) grows by
- * the bytes of every piece read. */
+ * thread. A piece HDF5 cannot find (or of the wrong size) is reported
+ * before anything is read; otherwise the error reported is that of the
+ * first failing job in plan order, as a sequential read would report it.
+ * *bytes (may be NULL) grows by the bytes of every piece read. */
 static gml_status reader_run(reader *r, job_list *jobs, double *bytes) {
     gml_status st = GML_OK;
     int *fds = malloc((size_t)r->nfiles * sizeof *fds);

@@ -163,7 +163,8 @@ static gml_status piece_dataset(hid_t f, const char *ckpt, const char *path, con
     const char *gn = pc->group ? pc->group : "?", *name = pc->name ? pc->name : "?";
     *g = H5Lexists(f, gn, H5P_DEFAULT) > 0 ? H5Gopen2(f, gn, H5P_DEFAULT) : -1;
     *ds = *g >= 0 && H5Lexists(*g, name, H5P_DEFAULT) > 0 ? H5Dopen2(*g, name, H5P_DEFAULT) : -1;
-    if (*ds < 0) return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': '%s' lacks tensor '%s/%s'", ckpt, path, gn, name);
+    if (*ds < 0)
+        return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': '%s' lacks tensor '%s/%s'", ckpt, path, gn, name);
     hid_t sp = H5Dget_space(*ds);
     hssize_t n = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
     if (sp >= 0) H5Sclose(sp);
