@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -456,7 +457,9 @@ gml_status gml_cmd_train(const Gml__RunConfig *cfg, const char *config_path, con
         GML_CHECK_GOTO(gml_metrics_open(cfg->train->out_dir, cfg->log->jsonl, cfg->log->tensorboard, 0, &t.metrics),
                        st, done);
     char line[512];
-    snprintf(line, sizeof line, "%s (%s)", t.be->name, t.be->device_name);
+    int threads = omp_get_max_threads(); /* init, checkpoint reads, the CPU backend */
+    snprintf(line, sizeof line, "%s (%s); %d OpenMP thread%s per rank", t.be->name, t.be->device_name, threads,
+             threads == 1 ? "" : "s");
     GML_CHECK_GOTO(info(&t, "device", line), st, done);
     if (t.be->device_index >= 0 && !t.power.p) {
         snprintf(line, sizeof line, "not read (%s)", why);

@@ -8,7 +8,8 @@
  * preempted once more the same way. SIGTERM to every process of the job at
  * once (the time limit) also ends in a requeue, whatever mpirun's own exit
  * code. A job with bad input exits 2 and is not
- * requeued. SLURM itself is not installed where tests run: `scontrol` is a
+ * requeued. Each rank gets its share of the node's CPUs as OpenMP threads.
+ * SLURM itself is not installed where tests run: `scontrol` is a
  * script on PATH that records its arguments (the only SLURM command the
  * batch script calls); mpirun and gml-dist are the real ones. */
 #include <setjmp.h>
@@ -108,7 +109,7 @@ static int batch_job(const char *tag, const char *args, int signal_after, int te
     char *slash = strrchr(mpidir, '/');
     if (slash) *slash = '\0';
     snprintf(cmd, sizeof cmd, "cd %s && exec env PATH=%s/bin:%s:$PATH SLURM_JOB_NAME=gml-test SLURM_JOB_ID=" JOB_ID
-             " SLURM_NTASKS=2 GML_DIST=%s bash %s %s >%s 2>&1", dir, dir, slash ? mpidir : "/usr/bin",
+             " SLURM_NTASKS=2 SLURM_CPUS_ON_NODE=4 GML_DIST=%s bash %s %s >%s 2>&1", dir, dir, slash ? mpidir : "/usr/bin",
              cli_env("GML_BINARY"), script, args, logpath);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -204,6 +205,9 @@ static void test_preempted_requeued_resumed(void **state) {
         fail_msg("first job: exit %d, want 3 with a checkpoint and a requeue:\n%s", rc, log);
     assert_int_equal(scontrol_calls(last, sizeof last), 1);
     assert_string_equal(last, "requeue " JOB_ID "\n");
+    /* the node's 4 CPUs shared by its 2 tasks (no --cpus-per-task) */
+    if (!strstr(log, "; 2 OpenMP threads per rank"))
+        fail_msg("first job: want 2 OpenMP threads per rank (4 CPUs, 2 tasks):\n%s", log);
     /* how the request reached the ranks: SIGUSR1 forwarded by mpirun, or the
      * stop file where this mpirun does not forward it */
     const char *how = "signal", *ck = strstr(log, "(stop signal) -> " RUN_DIR "/ckpt/step_");
