@@ -242,21 +242,29 @@ static gml_status reader_plan_range(reader *r, const char *group, const char *na
     return GML_OK;
 }
 
+/* Where job j's piece is read to: its destination when the job keeps all
+ * of it, else a bounce buffer for the whole piece (NULL: out of memory). */
+static float *job_buffer(const read_job *j) {
+    const Gml__TensorPiece *pc = j->pc;
+    if (j->keep_lo == 0 && j->keep_hi == pc->count) return j->dst;
+    return malloc((pc->count ? pc->count : 1) * sizeof(float));
+}
+
+/* After the read into buf (verified: ok): the kept part to the destination
+ * and the bounce buffer freed. */
+static void job_done(const read_job *j, float *buf, int ok) {
+    if (buf == j->dst) return;
+    if (ok) memcpy(j->dst, buf + j->keep_lo, (j->keep_hi - j->keep_lo) * sizeof *buf);
+    free(buf);
+}
+
+static const gml_piece_result no_memory = {GML_PIECE_NOMEM, 0, 0};
+
 /* Read and verify job j's piece with pread (thread-safe). */
 static void run_pread(read_job *j, int fd) {
-    const Gml__TensorPiece *pc = j->pc;
-    if (j->keep_lo == 0 && j->keep_hi == pc->count) {
-        j->res = gml_rankfile_pread_piece(fd, pc, j->at, j->dst);
-        return;
-    }
-    float *bounce = malloc((pc->count ? pc->count : 1) * sizeof *bounce);
-    if (!bounce) {
-        j->res = (gml_piece_result){GML_PIECE_NOMEM, 0, 0};
-        return;
-    }
-    j->res = gml_rankfile_pread_piece(fd, pc, j->at, bounce);
-    if (j->res.code == GML_PIECE_OK) memcpy(j->dst, bounce + j->keep_lo, (j->keep_hi - j->keep_lo) * sizeof *bounce);
-    free(bounce);
+    float *buf = job_buffer(j);
+    j->res = buf ? gml_rankfile_pread_piece(fd, j->pc, j->at, buf) : no_memory;
+    if (buf) job_done(j, buf, j->res.code == GML_PIECE_OK);
 }
 
 /* Read the planned jobs. Where HDF5 says a piece is a plain array at a known
@@ -272,7 +280,6 @@ static gml_status reader_run(reader *r, job_list *jobs, double *bytes) {
     int *fds = malloc((size_t)r->nfiles * sizeof *fds);
     if (!fds) return gml_error_set(GML_ERR_NOMEM, "out of host memory");
     for (int i = 0; i < r->nfiles; i++) fds[i] = -1;
-    int direct = 0;
     for (size_t j = 0; j < jobs->n && st == GML_OK; j++) {
         read_job *job = &jobs->v[j];
         int f = job->file;
@@ -280,37 +287,27 @@ static gml_status reader_run(reader *r, job_list *jobs, double *bytes) {
         if (st == GML_OK && job->at >= 0 && fds[f] < 0 && (fds[f] = open(r->fpath[f], O_RDONLY | O_CLOEXEC)) < 0)
             st = gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': '%s' cannot be opened: %s", r->path, r->fpath[f],
                                strerror(errno));
-        direct += st == GML_OK && job->at >= 0;
     }
-    if (st == GML_OK && direct > 0) {
+    if (st == GML_OK) {
         long n = (long)jobs->n;
 #pragma omp parallel for schedule(dynamic, 1)
         for (long j = 0; j < n; j++)
             if (jobs->v[j].at >= 0) run_pread(&jobs->v[j], fds[jobs->v[j].file]);
     }
-    float *bounce = NULL;
     for (size_t j = 0; j < jobs->n && st == GML_OK; j++) {
         read_job *job = &jobs->v[j];
         const Gml__TensorPiece *pc = job->pc;
         int f = job->file;
         if (job->at >= 0) {
             st = gml_rankfile_piece_error(r->path, r->fpath[f], pc, job->res);
-        } else if (job->keep_lo == 0 && job->keep_hi == pc->count) {
-            st = gml_rankfile_read_piece(r->files[f], r->path, r->fpath[f], pc, job->dst);
-        } else {
-            float *nb = realloc(bounce, (pc->count ? pc->count : 1) * sizeof *bounce);
-            if (!nb) {
-                st = gml_error_set(GML_ERR_NOMEM, "out of host memory for a checkpoint piece of %llu elements",
-                                   (unsigned long long)pc->count);
-                break;
-            }
-            bounce = nb;
-            st = gml_rankfile_read_piece(r->files[f], r->path, r->fpath[f], pc, bounce);
-            if (st == GML_OK) memcpy(job->dst, bounce + job->keep_lo, (job->keep_hi - job->keep_lo) * sizeof *bounce);
+        } else { /* a layout only HDF5 reads, on this thread */
+            float *buf = job_buffer(job);
+            st = buf ? gml_rankfile_read_piece(r->files[f], r->path, r->fpath[f], pc, buf)
+                     : gml_rankfile_piece_error(r->path, r->fpath[f], pc, no_memory);
+            if (buf) job_done(job, buf, st == GML_OK);
         }
         if (bytes) *bytes += 4.0 * (double)pc->count;
     }
-    free(bounce);
     for (int i = 0; i < r->nfiles; i++)
         if (fds[i] >= 0) close(fds[i]);
     free(fds);

@@ -179,6 +179,13 @@ static void close_dataset(hid_t g, hid_t ds) {
     if (g >= 0) H5Gclose(g);
 }
 
+/* 1 when dst (pc->count floats) has the CRC-32C the manifest stores for pc;
+ * *crc gets the one it has. */
+static int crc_matches(const Gml__TensorPiece *pc, const float *dst, uint32_t *crc) {
+    *crc = gml_crc32c(dst, pc->count * sizeof(float));
+    return pc->has_crc32c && *crc == pc->crc32c;
+}
+
 static gml_status checksum_error(const char *ckpt, const char *path, const Gml__TensorPiece *pc, uint32_t crc) {
     return gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': tensor '%s/%s' fails its checksum in '%s' (elements "
                          "%llu-%llu; stored %08x, read %08x): the file is corrupt", ckpt, pc->group ? pc->group : "?",
@@ -193,10 +200,8 @@ gml_status gml_rankfile_read_piece(hid_t f, const char *ckpt, const char *path, 
     if (st == GML_OK && pc->count > 0 && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
         st = gml_error_set(GML_ERR_BAD_INPUT, "checkpoint '%s': tensor '%s/%s' in '%s' cannot be read (truncated or "
                            "corrupt file?)", ckpt, pc->group, pc->name, path);
-    if (st == GML_OK) {
-        uint32_t crc = gml_crc32c(dst, pc->count * sizeof(float));
-        if (!pc->has_crc32c || crc != pc->crc32c) st = checksum_error(ckpt, path, pc, crc);
-    }
+    uint32_t crc;
+    if (st == GML_OK && !crc_matches(pc, dst, &crc)) st = checksum_error(ckpt, path, pc, crc);
     close_dataset(g, ds);
     return st;
 }
@@ -233,8 +238,7 @@ gml_piece_result gml_rankfile_pread_piece(int fd, const Gml__TensorPiece *pc, in
         }
         done += (size_t)got;
     }
-    r.crc = gml_crc32c(dst, n);
-    if (!pc->has_crc32c || r.crc != pc->crc32c) r.code = GML_PIECE_CRC;
+    if (!crc_matches(pc, dst, &r.crc)) r.code = GML_PIECE_CRC;
     return r;
 }
 

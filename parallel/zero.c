@@ -571,7 +571,8 @@ gml_status gml_zero_restore(gml_zero *z, const float *master, const float *adam_
         float *full = gml_gpt_master(z->model);
         void *compute = gml_gpt_compute(z->model);
         if (hi > lo) GML_CHECK(be->iface->memcpy_h2d(be, full + lo, master, (hi - lo) * 4));
-        GML_CHECK(gml_comm_allgather_f32(z->dev, full + (size_t)z->rank * z->S, full, z->S, NULL));
+        z->master_stale = 1; /* current in the own range only: the gather below brings the rest */
+        GML_CHECK(gml_zero_gather_params_host(z));
         if (compute != (void *)full) GML_CHECK(be->iface->cast_f32_to_act(be, compute, full, z->P));
     }
     z->master_stale = 0;
